@@ -1,0 +1,136 @@
+"""Settings of the example project: a Django project that installed tasker-django.
+
+SQLite and django-q2's ORM broker by default; PostgreSQL when ``DATABASE_URL`` is
+set and Redis when ``REDIS_URL`` is set.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-insecure-key")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "example_project.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "tasker_django",
+    "example_project.payments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+STATIC_URL = "/static/"
+
+
+def _database() -> dict:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR.parent / "demo.sqlite3")),
+            # WAL lets workers read while one writes; IMMEDIATE transactions take the
+            # write lock up front instead of failing with "database is locked".
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    parts = urlparse(url)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": parts.username or "",
+        "PASSWORD": parts.password or "",
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        # Keep connections: at 0 every django-q2 task opens a new one.
+        "CONN_MAX_AGE": 60,
+    }
+
+
+DATABASES = {"default": _database()}
+
+# django-q2 runs the step handlers. The ORM broker needs nothing else running;
+# set REDIS_URL to use Redis instead.
+Q_CLUSTER = {
+    "name": "tasker",
+    "workers": 2,
+    "timeout": 600,  # above the longest step timeout + TASKER EAGER_MAX_SECONDS
+    "retry": 720,  # above timeout, or running kicks are delivered twice
+    "poll": 0.05,  # ORM broker: seconds between polls of an empty queue
+    "save_limit": 0,
+    "ack_failures": True,
+    "catch_up": False,
+}
+if os.environ.get("REDIS_URL"):
+    redis = urlparse(os.environ["REDIS_URL"])
+    Q_CLUSTER["redis"] = {
+        "host": redis.hostname or "127.0.0.1",
+        "port": redis.port or 6379,
+        "db": int((redis.path or "/0").lstrip("/") or 0),
+    }
+else:
+    Q_CLUSTER["orm"] = "default"
+
+TASKER = {
+    # Attempts of a step (the first included) when a template names none.
+    "DEFAULT_MAX_ATTEMPTS": 3,
+    # Seconds a step may run when its template names no timeout_seconds.
+    "DEFAULT_STEP_TIMEOUT": 300,
+    # A running step whose worker stops renewing its lease for this long is retried.
+    "LEASE_SECONDS": 30,
+    # Templates found on demand as {namespace}/{name}/{version}.yaml.
+    "TEMPLATE_DIRS": [BASE_DIR / "task_templates"],
+    # Environment overrides applied when templates are loaded.
+    "ENVIRONMENT": os.environ.get("TASKER_ENVIRONMENT", "development"),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "tasker_django": {
+            "handlers": ["console"],
+            "level": os.environ.get("TASKER_LOG", "WARNING"),
+        },
+    },
+}

@@ -1,0 +1,1 @@
+"""Developer scripts (``make bench``); not part of the installed package."""

@@ -1,0 +1,64 @@
+"""Django settings for ``scripts/bench.py`` and the worker processes it starts.
+
+Derived from ``tests.settings``; the benchmark's own PostgreSQL database and the
+broker come from the environment:
+
+* ``DATABASE_URL``    the PostgreSQL server (default ``postgres://postgres@127.0.0.1:5432/test``);
+* ``BENCH_DB_NAME``   the database on it that the benchmark owns (default ``tasker_bench``);
+* ``BENCH_BROKER``    ``orm`` (django-q2's ORM broker, ``poll`` 0.02 s) or ``redis``;
+* ``BENCH_REDIS_HOST`` / ``BENCH_REDIS_PORT`` (default 127.0.0.1:6379, db 0);
+* ``BENCH_EAGER``     ``1`` (default) or ``0``: tasker's eager continuation.
+"""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+from tests.settings import *  # noqa: F403
+from tests.settings import DATABASES as _TEST_DATABASES
+
+if _TEST_DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise RuntimeError("the benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
+
+DATABASES = {
+    "default": {
+        **_TEST_DATABASES["default"],
+        "NAME": os.environ.get("BENCH_DB_NAME", "tasker_bench"),
+        "CONN_MAX_AGE": 60,
+    }
+}
+
+BENCH_BROKER = os.environ.get("BENCH_BROKER", "orm")
+BENCH_REDIS = {
+    "host": os.environ.get("BENCH_REDIS_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("BENCH_REDIS_PORT", "6379")),
+    "db": 0,
+}
+
+Q_CLUSTER: dict = {
+    "name": "tasker_bench",
+    "workers": 2,
+    "timeout": 120,
+    "retry": 180,
+    "max_attempts": 1,
+    "poll": 0.02,
+    "save_limit": 0,
+    "ack_failures": True,
+    "catch_up": False,
+    "log_level": "WARNING",
+}
+if BENCH_BROKER == "orm":
+    Q_CLUSTER["orm"] = "default"
+elif BENCH_BROKER == "redis":
+    Q_CLUSTER["redis"] = dict(BENCH_REDIS)
+else:
+    raise RuntimeError(f"BENCH_BROKER must be orm or redis, not {BENCH_BROKER!r}")
+
+TASKER: dict = {
+    "LEASE_SECONDS": 120,
+    # Long: a re-kick must not add work while the benchmark measures.
+    "REKICK_AFTER_SECONDS": 3600,
+    "SWEEP_INTERVAL": 0.5,
+    "DEFAULT_STEP_TIMEOUT": 60,
+    "EAGER_CONTINUATION": os.environ.get("BENCH_EAGER", "1") != "0",
+}

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class TaskerConfig(AppConfig):
+    name = "tasker_django"
+    label = "tasker_django"
+    verbose_name = "Tasker workflows"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers system checks)
+        from .handlers.discovery import autodiscover
+
+        autodiscover()

@@ -1,0 +1,100 @@
+"""The ``TASKER`` settings dict, read lazily through :data:`tasker_settings`.
+
+Modelled on DRF's ``api_settings``: every key has a default in :data:`DEFAULTS`,
+values are read from ``settings.TASKER`` on first access, dotted paths listed in
+:data:`IMPORT_STRINGS` are imported on access, and the cache is dropped when a
+test uses ``override_settings(TASKER=...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+DEFAULTS: dict[str, Any] = {
+    # Attempts of a step (first included) when a template names none.
+    "DEFAULT_MAX_ATTEMPTS": 3,
+    # Exponential backoff used when a step has no ``retry_backoff``.
+    "DEFAULT_BACKOFF": {
+        "initial_delay": 1.0,
+        "max_delay": 300.0,
+        "multiplier": 2.0,
+        "jitter": True,
+    },
+    # Per-step timeout in seconds when a template names none (None: no limit).
+    "DEFAULT_STEP_TIMEOUT": 300,
+    # Seconds a worker holds a running step before it counts as lost.
+    "LEASE_SECONDS": 60,
+    # Seconds after which an enqueued step whose kick was lost is kicked again.
+    "REKICK_AFTER_SECONDS": 30,
+    # How often the sweeper of ``tasker_worker`` runs, in seconds.
+    "SWEEP_INTERVAL": 0.5,
+    # Eager continuation: a worker may run a just-readied child itself.
+    "EAGER_CONTINUATION": True,
+    "EAGER_MAX_STEPS": 50,
+    "EAGER_MAX_SECONDS": 10.0,
+    # Directories searched by the template finder, laid out as
+    # {namespace}/{name}/{version}.yaml
+    "TEMPLATE_DIRS": [],
+    # Environment applied when templates are loaded without --environment.
+    "ENVIRONMENT": None,
+    # Handlers registered from settings: [{"name", "class", "config", "namespace", "version"}]
+    "HANDLERS": [],
+    # A YAML file with a top-level ``handlers:`` list in the same shape.
+    "HANDLERS_FILE": None,
+    # Module name looked up in every installed app at start-up.
+    "HANDLER_MODULE": "tasker_handlers",
+    # django-q2 settings for kicks.
+    "QUEUE_CLUSTER": None,
+}
+
+#: Settings holding dotted paths that are imported on access.
+IMPORT_STRINGS: frozenset[str] = frozenset()
+
+#: Keys that were renamed; reading them raises with a hint.
+REMOVED: dict[str, str] = {}
+
+
+class TaskerSettings:
+    """Attribute access to ``settings.TASKER`` with defaults."""
+
+    def __init__(self, defaults: dict[str, Any] | None = None) -> None:
+        self.defaults = defaults or DEFAULTS
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        if not hasattr(self, "_user_settings"):
+            self._user_settings = dict(getattr(settings, "TASKER", None) or {})
+        return self._user_settings
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_") or attr not in self.defaults:
+            raise AttributeError(f"Invalid TASKER setting: {attr!r}")
+        value = self.user_settings.get(attr, self.defaults[attr])
+        if attr in IMPORT_STRINGS and isinstance(value, str):
+            value = import_string(value)
+        self._cached.add(attr)
+        setattr(self, attr, value)
+        return value
+
+    def reload(self) -> None:
+        for attr in self._cached:
+            delattr(self, attr)
+        self._cached.clear()
+        if hasattr(self, "_user_settings"):
+            delattr(self, "_user_settings")
+
+
+tasker_settings = TaskerSettings(DEFAULTS)
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TASKER":
+        tasker_settings.reload()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,791 @@
+"""Claiming, running and finishing one step (I2, I3, I5, I6, I11).
+
+The hot path costs a constant number of statements whatever the task size:
+claim (1), load step + task + template + parents (1), then one transaction that
+stores the result (1), records the attempt (1), readies the children (1),
+updates the task (1), logs the events (1) and sends the kicks (0-1, in the same
+transaction on the ORM broker).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+
+from ..conf import tasker_settings
+from ..models import (
+    AttemptOutcome,
+    NamedStep,
+    NamedTask,
+    Namespace,
+    StepAttempt,
+    StepStatus,
+    Task,
+    TaskStatus,
+    WorkflowStep,
+    WorkflowStepEdge,
+)
+from . import clock, dispatch
+from .backoff import retry_delay
+from .events import Event, emit_on_commit
+
+logger = logging.getLogger("tasker_django.engine")
+
+RUNNING_TASK_STATUSES = (TaskStatus.PENDING.value, TaskStatus.IN_PROGRESS.value)
+
+STEP = WorkflowStep._meta.db_table
+TASK = Task._meta.db_table
+EDGE = WorkflowStepEdge._meta.db_table
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class StepTimeout(Exception):
+    """The handler ran past the step's ``timeout_seconds``."""
+
+
+class HandlerResultError(Exception):
+    """The handler returned something that is not a JSON object."""
+
+
+def _dt(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _json_param(value: Any) -> Any:
+    return connection.ops.adapt_json_value(value, None)
+
+
+def _load_json(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        value = bytes(value).decode()
+    if isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Claim (I2, I6)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    step_id: int
+    task_id: int
+    attempt: int
+    claimed_at: datetime
+    worker: str
+
+
+def claim(step_id: int, worker: str | None = None) -> Claim | None:
+    """Compare-and-set ``enqueued -> in_progress``, counting the attempt first.
+
+    Returns None when another worker got there first (a duplicate delivery), the
+    step is not enqueued any more, or its task stopped or is past its deadline.
+    """
+    worker = worker or worker_id()
+    now = clock.now()
+    lease = now + timedelta(seconds=float(tasker_settings.LEASE_SECONDS))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {STEP}
+               SET status = %s, attempts = attempts + 1, lease_expires_at = %s,
+                   worker_id = %s, claimed_at = %s, started_at = COALESCE(started_at, %s),
+                   next_attempt_at = NULL, updated_at = %s
+             WHERE id = %s AND status = %s
+               AND EXISTS (SELECT 1 FROM {TASK} t
+                            WHERE t.id = {STEP}.task_id AND t.status IN (%s, %s)
+                              AND (t.deadline_at IS NULL OR t.deadline_at > %s))
+            RETURNING task_id, attempts
+            """,  # noqa: S608
+            [
+                StepStatus.IN_PROGRESS.value,
+                _dt(lease),
+                worker[:255],
+                _dt(now),
+                _dt(now),
+                _dt(now),
+                step_id,
+                StepStatus.ENQUEUED.value,
+                *RUNNING_TASK_STATUSES,
+                _dt(now),
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Claim(step_id=step_id, task_id=row[0], attempt=row[1], claimed_at=now, worker=worker)
+
+
+# ---------------------------------------------------------------------------
+# Load (one query)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    claim: Claim
+    step: dict[str, Any]
+    task: dict[str, Any]
+    parents: list[dict[str, Any]] = field(default_factory=list)
+
+
+_LOAD_SQL = f"""
+SELECT s.name, s.position, s.max_attempts, s.retryable, s.inputs, s.timeout_seconds,
+       t.status, t.context, t.tags, t.initiator, t.source_system, t.reason, t.priority,
+       t.total_steps, nt.name, nt.version, n.name,
+       ns.handler_class, ns.handler_config, ns.backoff,
+       p.id, p.name, p.status, p.results, p.attempts, p.max_attempts, p.inputs, p.position,
+       p.retryable
+  FROM {STEP} s
+  JOIN {TASK} t ON t.id = s.task_id
+  JOIN {NamedTask._meta.db_table} nt ON nt.id = t.named_task_id
+  JOIN {Namespace._meta.db_table} n ON n.id = nt.namespace_id
+  JOIN {NamedStep._meta.db_table} ns ON ns.id = s.named_step_id
+  LEFT JOIN {EDGE} e ON e.to_step_id = s.id
+  LEFT JOIN {STEP} p ON p.id = e.from_step_id
+ WHERE s.id = %s
+ ORDER BY p.position
+"""  # noqa: S608
+
+
+def load(c: Claim) -> Loaded:
+    with connection.cursor() as cursor:
+        cursor.execute(_LOAD_SQL, [c.step_id])
+        rows = cursor.fetchall()
+    r = rows[0]
+    step = {
+        "id": c.step_id,
+        "name": r[0],
+        "position": r[1],
+        "max_attempts": r[2],
+        "retryable": bool(r[3]),
+        "inputs": _load_json(r[4]) or {},
+        "timeout_seconds": r[5],
+        "attempts": c.attempt,
+        "handler_class": r[17],
+        "handler_config": _load_json(r[18]) or {},
+        "backoff": _load_json(r[19]),
+    }
+    task = {
+        "id": c.task_id,
+        "status": r[6],
+        "context": _load_json(r[7]) or {},
+        "tags": _load_json(r[8]) or [],
+        "initiator": r[9] or None,
+        "source_system": r[10] or None,
+        "reason": r[11] or None,
+        "priority": r[12],
+        "total_steps": r[13],
+        "name": r[14],
+        "version": r[15],
+        "namespace": r[16],
+    }
+    parents = [
+        {
+            "id": p[20],
+            "name": p[21],
+            "status": p[22],
+            "results": _load_json(p[23]),
+            "attempts": p[24],
+            "max_attempts": p[25],
+            "inputs": _load_json(p[26]) or {},
+            "position": p[27],
+            "retryable": bool(p[28]),
+        }
+        for p in rows
+        if p[20] is not None
+    ]
+    return Loaded(claim=c, step=step, task=task, parents=parents)
+
+
+# ---------------------------------------------------------------------------
+# Execute
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    outcome: str  # an AttemptOutcome value
+    results: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    duration_ms: float = 0.0
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise StepTimeout in the main thread after ``seconds``.
+
+    django-q2 arms its own SIGALRM for the whole task; it is saved and re-armed
+    with the time it has left afterwards.
+    """
+    if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise StepTimeout(f"step ran past its timeout of {seconds:g} s")
+
+    started = time.monotonic()
+    previous_handler = signal.signal(signal.SIGALRM, _raise)
+    previous_remaining = signal.alarm(0)
+    limit = float(seconds)
+    if previous_remaining:
+        limit = min(limit, max(previous_remaining - 0.5, 0.1))
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_remaining:
+            left = previous_remaining - (time.monotonic() - started)
+            signal.alarm(max(math.ceil(left), 1))
+
+
+def _error_info(exc: BaseException) -> dict[str, Any]:
+    from ..handlers.errors import PermanentError, RetryableError
+
+    info: dict[str, Any] = {
+        "error_class": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc)[:10000],
+        "error_code": "",
+        "error_category": "",
+        "context": {},
+    }
+    if isinstance(exc, PermanentError | RetryableError):
+        info["error_code"] = getattr(exc, "error_code", None) or ""
+        info["error_category"] = exc.error_category or ""
+        try:
+            json.dumps(exc.context, allow_nan=False)
+            info["context"] = dict(exc.context)
+        except (TypeError, ValueError):
+            info["context"] = {"repr": repr(exc.context)[:2000]}
+    return info
+
+
+def build_views(loaded: Loaded) -> tuple[Any, Any, Any]:
+    from ..handlers.views import StepSequence, StepView, TaskView
+
+    t = loaded.task
+    task_view = TaskView(
+        id=t["id"],
+        context=t["context"],
+        tags=t["tags"],
+        namespace=t["namespace"],
+        name=t["name"],
+        version=t["version"],
+        initiator=t["initiator"],
+        source_system=t["source_system"],
+        reason=t["reason"],
+        priority=t["priority"],
+    )
+    s = loaded.step
+    step_view = StepView(
+        id=s["id"],
+        name=s["name"],
+        inputs=s["inputs"],
+        attempts=s["attempts"],
+        max_attempts=s["max_attempts"],
+        results=None,
+        status=StepStatus.IN_PROGRESS.value,
+        retryable=s["retryable"],
+    )
+    parent_views = tuple(
+        StepView(
+            id=p["id"],
+            name=p["name"],
+            inputs=p["inputs"],
+            attempts=p["attempts"],
+            max_attempts=p["max_attempts"],
+            results=p["results"],
+            status=p["status"],
+            retryable=p["retryable"],
+        )
+        for p in loaded.parents
+    )
+    sequence = StepSequence(
+        steps=(*parent_views, step_view),
+        current=step_view,
+        task_id=t["id"],
+        task_total_steps=t["total_steps"],
+        current_index=s["position"],
+    )
+    return task_view, sequence, step_view
+
+
+def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> Outcome:
+    """Run the handler; never raises for handler problems (they become outcomes)."""
+    from ..handlers.errors import PermanentError, RetryableError
+    from ..handlers.registry import registry
+
+    s = loaded.step
+    started = time.monotonic()
+    timeout = s["timeout_seconds"]
+    try:
+        try:
+            entry = registry.resolve(s["handler_class"], namespace=loaded.task["namespace"])
+            handler = entry.instantiate(config=s["handler_config"])
+        except Exception as exc:
+            raise PermanentError(
+                f"handler {s['handler_class']!r} could not be loaded: {exc}",
+                error_code="HANDLER_NOT_FOUND",
+                error_category="configuration",
+            ) from exc
+        handler._tasker_heartbeat = heartbeat
+        task_view, sequence, step_view = build_views(loaded)
+        with _time_limit(timeout):
+            output = handler.process(task_view, sequence, step_view)
+            results = handler.process_results(step_view, output, None)
+        elapsed = time.monotonic() - started
+        if timeout and elapsed > float(timeout):
+            raise StepTimeout(f"step ran {elapsed:.1f} s, past its timeout of {float(timeout):g} s")
+        results = _check_results(results)
+    except PermanentError as exc:
+        return _failed(AttemptOutcome.PERMANENT_ERROR, exc, started, retryable=False)
+    except RetryableError as exc:
+        return _failed(
+            AttemptOutcome.RETRYABLE_ERROR,
+            exc,
+            started,
+            retryable=True,
+            retry_after=exc.retry_after,
+        )
+    except StepTimeout as exc:
+        return _failed(AttemptOutcome.TIMEOUT, exc, started, retryable=True)
+    except HandlerResultError as exc:
+        return _failed(AttemptOutcome.PERMANENT_ERROR, exc, started, retryable=False)
+    except Exception as exc:
+        # Not a Tasker error: retryable, recorded with its class and message.
+        logger.warning(
+            "step %s of task %s raised %s: %s",
+            s["id"],
+            loaded.task["id"],
+            type(exc).__name__,
+            exc,
+            exc_info=True,
+        )
+        return _failed(AttemptOutcome.RETRYABLE_ERROR, exc, started, retryable=True)
+    return Outcome(
+        outcome=AttemptOutcome.SUCCESS.value,
+        results=results,
+        duration_ms=(time.monotonic() - started) * 1000,
+    )
+
+
+def _failed(
+    outcome: str,
+    exc: BaseException,
+    started: float,
+    *,
+    retryable: bool,
+    retry_after: float | None = None,
+) -> Outcome:
+    return Outcome(
+        outcome=str(outcome),
+        error=_error_info(exc),
+        retryable=retryable,
+        retry_after=retry_after,
+        duration_ms=(time.monotonic() - started) * 1000,
+    )
+
+
+def _check_results(results: Any) -> dict[str, Any]:
+    if results is None:
+        return {}
+    if not isinstance(results, dict):
+        raise HandlerResultError(
+            f"handler must return a JSON object (dict), got {type(results).__name__}"
+        )
+    try:
+        text = json.dumps(results, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise HandlerResultError(f"handler result is not JSON: {exc}") from None
+    return json.loads(text)  # exactly what will be read back
+
+
+# ---------------------------------------------------------------------------
+# Finish (I3, I4, I5, I7)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Finished:
+    stored: bool
+    kicked: list[int] = field(default_factory=list)
+    eager: int | None = None
+    task_status: str | None = None
+
+
+def _step_event(
+    loaded: Loaded, name: str, at: datetime | None = None, signal: bool = True, **extra: Any
+) -> Event:
+    s, t = loaded.step, loaded.task
+    payload = {
+        "task_id": t["id"],
+        "step_id": s["id"],
+        "task_name": t["name"],
+        "step_name": s["name"],
+        "namespace": t["namespace"],
+        "version": t["version"],
+        "attempt": loaded.claim.attempt,
+        **extra,
+    }
+    return Event(name=name, task_id=t["id"], step_id=s["id"], payload=payload, at=at, signal=signal)
+
+
+def _task_event(loaded: Loaded, name: str, **extra: Any) -> Event:
+    t = loaded.task
+    payload = {
+        "task_id": t["id"],
+        "task_name": t["name"],
+        "namespace": t["namespace"],
+        "version": t["version"],
+        **extra,
+    }
+    return Event(name=name, task_id=t["id"], step_id=None, payload=payload)
+
+
+def finish(loaded: Loaded, outcome: Outcome, *, allow_eager: bool = False) -> Finished:
+    if outcome.outcome == AttemptOutcome.SUCCESS:
+        return _finish_success(loaded, outcome, allow_eager=allow_eager)
+    return _finish_failure(loaded, outcome)
+
+
+def _record_discarded(loaded: Loaded, outcome: Outcome, now: datetime) -> Finished:
+    """The step was cancelled or taken over while the handler ran: drop the result."""
+    c = loaded.claim
+    try:
+        with transaction.atomic():
+            StepAttempt.objects.create(
+                step_id=c.step_id,
+                task_id=c.task_id,
+                attempt_number=c.attempt,
+                started_at=c.claimed_at,
+                finished_at=now,
+                duration_ms=outcome.duration_ms,
+                outcome=AttemptOutcome.CANCELLED,
+                error_message="result discarded: the step was cancelled or taken over "
+                "while the handler ran",
+                worker=c.worker,
+            )
+    except IntegrityError:
+        pass  # the sweeper already recorded this attempt as lost
+    logger.info("step %s attempt %s: late result discarded", c.step_id, c.attempt)
+    return Finished(stored=False)
+
+
+def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> Finished:
+    c = loaded.claim
+    now = clock.now()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                UPDATE {STEP}
+                   SET status = %s, results = %s, completed_at = %s, lease_expires_at = NULL,
+                       last_error = NULL, updated_at = %s
+                 WHERE id = %s AND status = %s AND attempts = %s
+                """,  # noqa: S608
+                [
+                    StepStatus.COMPLETE.value,
+                    _json_param(outcome.results),
+                    _dt(now),
+                    _dt(now),
+                    c.step_id,
+                    StepStatus.IN_PROGRESS.value,
+                    c.attempt,
+                ],
+            )
+            if cursor.rowcount != 1:
+                transaction.set_rollback(True)
+                stored = False
+            else:
+                stored = True
+        if not stored:
+            pass
+        else:
+            StepAttempt.objects.create(
+                step_id=c.step_id,
+                task_id=c.task_id,
+                attempt_number=c.attempt,
+                started_at=c.claimed_at,
+                finished_at=now,
+                duration_ms=outcome.duration_ms,
+                outcome=AttemptOutcome.SUCCESS,
+                worker=c.worker,
+            )
+            ready = ready_children(c.step_id, now)
+            task_status, transitioned = _count_done(c.task_id, now)
+            events = [
+                _step_event(loaded, "step.started", at=c.claimed_at, signal=False),
+                _step_event(loaded, "step.completed", duration_ms=round(outcome.duration_ms, 3)),
+            ]
+            if transitioned:
+                events.append(_task_event(loaded, "task.completed"))
+            emit_on_commit(events, now)
+            eager = None
+            if task_status in RUNNING_TASK_STATUSES and ready:
+                if allow_eager:
+                    eager = ready[0]
+                    ready = ready[1:]
+                dispatch.kick_steps(ready)
+            else:
+                ready = []
+    if not stored:
+        return _record_discarded(loaded, outcome, now)
+    return Finished(stored=True, kicked=ready, eager=eager, task_status=task_status)
+
+
+def ready_children(step_id: int, now: datetime) -> list[int]:
+    """Decrement the children's parent counters; those reaching 0 become enqueued (I4).
+
+    One UPDATE: concurrent parents serialise on the child's row lock and each sees
+    the counter the previous one left, so exactly one of them readies the child.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {STEP}
+               SET remaining_parents = remaining_parents - 1,
+                   status = CASE WHEN remaining_parents = 1 THEN %s ELSE status END,
+                   enqueued_at = CASE WHEN remaining_parents = 1 THEN %s ELSE enqueued_at END,
+                   updated_at = %s
+             WHERE id IN (SELECT to_step_id FROM {EDGE} WHERE from_step_id = %s)
+               AND status = %s AND remaining_parents > 0
+            RETURNING id, status
+            """,  # noqa: S608
+            [
+                StepStatus.ENQUEUED.value,
+                _dt(now),
+                _dt(now),
+                step_id,
+                StepStatus.PENDING.value,
+            ],
+        )
+        rows = cursor.fetchall()
+    return sorted(r[0] for r in rows if r[1] == StepStatus.ENQUEUED.value)
+
+
+def _count_done(task_id: int, now: datetime) -> tuple[str, bool]:
+    """Count one more finished step; complete the task when it was the last (I7)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {TASK}
+               SET completed_steps = completed_steps + 1,
+                   status = CASE WHEN status IN (%s, %s) AND failed_steps = 0
+                                  AND completed_steps + 1 >= total_steps
+                                 THEN %s ELSE status END,
+                   completed_at = CASE WHEN status IN (%s, %s) AND failed_steps = 0
+                                        AND completed_steps + 1 >= total_steps
+                                       THEN %s ELSE completed_at END,
+                   updated_at = %s
+             WHERE id = %s
+            RETURNING status, completed_steps, total_steps
+            """,  # noqa: S608
+            [
+                *RUNNING_TASK_STATUSES,
+                TaskStatus.COMPLETE.value,
+                *RUNNING_TASK_STATUSES,
+                _dt(now),
+                _dt(now),
+                task_id,
+            ],
+        )
+        status, completed, total = cursor.fetchone()
+    transitioned = status == TaskStatus.COMPLETE.value and completed == total
+    return status, transitioned
+
+
+def _finish_failure(loaded: Loaded, outcome: Outcome) -> Finished:
+    c = loaded.claim
+    s = loaded.step
+    now = clock.now()
+    error = dict(outcome.error or {})
+    will_retry = outcome.retryable and s["retryable"] and c.attempt < int(s["max_attempts"])
+    next_at = None
+    if will_retry:
+        backoff = s["backoff"] or tasker_settings.DEFAULT_BACKOFF
+        delay = retry_delay(c.attempt, backoff, outcome.retry_after)
+        next_at = now + timedelta(seconds=delay)
+    new_status = StepStatus.WAITING_FOR_RETRY if will_retry else StepStatus.ERROR
+    last_error = {
+        **error,
+        "outcome": outcome.outcome,
+        "attempt": c.attempt,
+        "at": now.isoformat(),
+    }
+    with transaction.atomic():
+        stored = (
+            WorkflowStep.objects.filter(
+                pk=c.step_id, status=StepStatus.IN_PROGRESS, attempts=c.attempt
+            ).update(
+                status=new_status,
+                next_attempt_at=next_at,
+                lease_expires_at=None,
+                last_error=last_error,
+                updated_at=now,
+            )
+            == 1
+        )
+        if stored:
+            record_attempt(c, outcome, now, error)
+            events = [
+                _step_event(loaded, "step.started", at=c.claimed_at, signal=False),
+                _step_event(
+                    loaded,
+                    "step.failed",
+                    error=error,
+                    outcome=outcome.outcome,
+                    will_retry=will_retry,
+                    duration_ms=round(outcome.duration_ms, 3),
+                ),
+            ]
+            task_status = None
+            if will_retry:
+                assert next_at is not None
+                events.append(
+                    _step_event(
+                        loaded,
+                        "step.retried",
+                        next_attempt_at=next_at.isoformat(),
+                        delay_seconds=round((next_at - now).total_seconds(), 3),
+                    )
+                )
+            else:
+                task_status, failed_now = mark_step_failed(c.task_id, now)
+                if failed_now:
+                    events.append(
+                        _task_event(loaded, "task.failed", step_name=s["name"], error=error)
+                    )
+            emit_on_commit(events, now)
+    if not stored:
+        return _record_discarded(loaded, outcome, now)
+    log = logger.warning if new_status == StepStatus.ERROR else logger.info
+    log(
+        "task %s step %s (%s) attempt %s/%s failed: %s: %s%s",
+        c.task_id,
+        c.step_id,
+        s["name"],
+        c.attempt,
+        s["max_attempts"],
+        error.get("error_class"),
+        error.get("message"),
+        f"; retry at {next_at.isoformat()}" if next_at else "; no retry",
+    )
+    return Finished(stored=True, task_status=task_status)
+
+
+def record_attempt(c: Claim, outcome: Outcome, now: datetime, error: dict[str, Any]) -> None:
+    StepAttempt.objects.create(
+        step_id=c.step_id,
+        task_id=c.task_id,
+        attempt_number=c.attempt,
+        started_at=c.claimed_at,
+        finished_at=now,
+        duration_ms=outcome.duration_ms,
+        outcome=outcome.outcome,
+        error_class=(error.get("error_class") or "")[:255],
+        error_message=error.get("message") or "",
+        error_code=(error.get("error_code") or "")[:128],
+        error_category=(error.get("error_category") or "")[:128],
+        error_context=error.get("context") or {},
+        retry_after=outcome.retry_after,
+        worker=c.worker,
+    )
+
+
+def mark_step_failed(task_id: int, now: datetime) -> tuple[str, bool]:
+    """A step failed for good: count it and fail the task (failure strategy: stop)."""
+    task = Task.objects.select_for_update().only("status", "failed_steps").get(pk=task_id)
+    failed_now = task.status in RUNNING_TASK_STATUSES
+    Task.objects.filter(pk=task_id).update(
+        failed_steps=task.failed_steps + 1,
+        status=TaskStatus.ERROR if failed_now else task.status,
+        completed_at=now if failed_now else None,
+        updated_at=now,
+    )
+    return (TaskStatus.ERROR.value if failed_now else task.status), failed_now
+
+
+# ---------------------------------------------------------------------------
+# The loop a worker runs for one kick (with eager continuation)
+# ---------------------------------------------------------------------------
+
+
+def mark_task_started(loaded: Loaded) -> None:
+    if loaded.task["status"] != TaskStatus.PENDING.value:
+        return
+    now = clock.now()
+    changed = Task.objects.filter(pk=loaded.task["id"], status=TaskStatus.PENDING).update(
+        status=TaskStatus.IN_PROGRESS, started_at=now, updated_at=now
+    )
+    if changed:
+        emit_on_commit([_task_event(loaded, "task.started")], now)
+
+
+def run_claimed(
+    c: Claim, *, allow_eager: bool, heartbeat: Callable[[], None] | None = None
+) -> Finished:
+    loaded = load(c)
+    mark_task_started(loaded)
+    from ..signals import step_started
+
+    step_started.send(sender=WorkflowStep, event=_step_event(loaded, "step.started").payload)
+    outcome = execute(loaded, heartbeat=heartbeat)
+    return finish(loaded, outcome, allow_eager=allow_eager)
+
+
+def run_step_loop(
+    step_id: int,
+    *,
+    worker: str | None = None,
+    eager: bool | None = None,
+    on_claim: Callable[[Claim], None] | None = None,
+    on_release: Callable[[], None] | None = None,
+) -> int:
+    """Claim and run ``step_id``, then keep running readied children within budget.
+
+    Returns the number of steps this call ran.
+    """
+    worker = worker or worker_id()
+    eager = tasker_settings.EAGER_CONTINUATION if eager is None else eager
+    max_steps = int(tasker_settings.EAGER_MAX_STEPS)
+    deadline = time.monotonic() + float(tasker_settings.EAGER_MAX_SECONDS)
+    ran = 0
+    next_id: int | None = step_id
+    while next_id is not None:
+        c = claim(next_id, worker)
+        if c is None:
+            break
+        ran += 1
+        if on_claim:
+            on_claim(c)
+        try:
+            budget_left = ran < max_steps and time.monotonic() < deadline
+            result = run_claimed(c, allow_eager=bool(eager and budget_left))
+        finally:
+            if on_release:
+                on_release()
+        next_id = result.eager
+    return ran

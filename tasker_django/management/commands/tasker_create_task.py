@@ -1,0 +1,89 @@
+"""``manage.py tasker_create_task NAMESPACE NAME --context JSON|@file [--wait]``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tasker_django.exceptions import TaskerError, TaskValidationError
+from tasker_django.models import Task, TaskStatus
+from tasker_django.services.tasks import create_task
+
+from ._util import parse_json_arg
+
+FINISHED = (
+    TaskStatus.COMPLETE,
+    TaskStatus.ERROR,
+    TaskStatus.CANCELLED,
+    TaskStatus.RESOLVED_MANUALLY,
+)
+
+
+class Command(BaseCommand):
+    help = "Start a task of a loaded template. With --wait, show progress until it ends."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("namespace")
+        parser.add_argument("name")
+        parser.add_argument("--version", dest="template_version", default=None)
+        parser.add_argument("--context", default="{}", help="JSON object, or @file.json")
+        parser.add_argument("--tags", default=None, help="JSON list or object")
+        parser.add_argument("--initiator", default=None)
+        parser.add_argument("--reason", default=None)
+        parser.add_argument("--idempotency-key", default=None)
+        parser.add_argument("--priority", type=int, default=0)
+        parser.add_argument("--wait", action="store_true", help="Wait for the task to end.")
+        parser.add_argument("--timeout", type=float, default=None, help="Seconds to wait at most.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        context = parse_json_arg(options["context"], "--context")
+        tags = parse_json_arg(options["tags"], "--tags")
+        try:
+            task = create_task(
+                options["name"],
+                namespace=options["namespace"],
+                version=options["template_version"],
+                context=context,
+                tags=tags,
+                initiator=options["initiator"] or "cli",
+                source_system="manage.py",
+                reason=options["reason"],
+                idempotency_key=options["idempotency_key"],
+                priority=options["priority"],
+            )
+        except TaskValidationError as exc:
+            raise CommandError(str(exc)) from None
+        except TaskerError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"task {task.pk} created ({task.total_steps} steps)")
+        if not options["wait"]:
+            return
+        status = self._wait(task, options["timeout"])
+        if status != TaskStatus.COMPLETE:
+            raise CommandError(
+                f"task {task.pk} ended {status}; see `manage.py tasker_task {task.pk}`"
+            )
+
+    def _wait(self, task: Task, timeout: float | None) -> str:
+        from tqdm import tqdm
+
+        deadline = time.monotonic() + timeout if timeout else None
+        bar = tqdm(total=task.total_steps, unit="step", file=sys.stderr, desc=f"task {task.pk}")
+        try:
+            while True:
+                task.refresh_from_db(fields=["status", "completed_steps", "failed_steps"])
+                bar.n = task.completed_steps
+                bar.set_postfix(status=task.status, failed=task.failed_steps)
+                bar.refresh()
+                if task.status in FINISHED:
+                    break
+                if deadline and time.monotonic() > deadline:
+                    raise CommandError(f"task {task.pk} still {task.status} after {timeout} s")
+                time.sleep(0.2)
+        finally:
+            bar.close()
+        self.stdout.write(f"task {task.pk} {task.status}")
+        return task.status

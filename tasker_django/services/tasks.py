@@ -1,0 +1,214 @@
+"""Creating tasks: validate the context, then insert the task, its steps and edges.
+
+Creation costs a constant number of statements whatever the number of steps: the
+steps and edges are copied from the template's ``NamedStep`` rows with
+``INSERT ... SELECT`` (I9).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from jsonschema import Draft202012Validator
+
+from ..conf import tasker_settings
+from ..exceptions import TaskValidationError
+from ..models import (
+    NamedStep,
+    NamedStepEdge,
+    NamedTask,
+    StepStatus,
+    Task,
+    TaskEvent,
+    WorkflowStep,
+    WorkflowStepEdge,
+)
+from .templates import find_template
+
+logger = logging.getLogger(__name__)
+
+
+def create_task(
+    name: str,
+    namespace: str = "default",
+    version: str | None = None,
+    context: dict[str, Any] | None = None,
+    tags: list[Any] | dict[str, Any] | None = None,
+    initiator: str | None = None,
+    source_system: str | None = None,
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+    priority: int = 0,
+) -> Task:
+    """Create a task of a template and enqueue its root steps.
+
+    Raises :class:`~tasker_django.exceptions.TemplateNotFound` for an unknown
+    template and :class:`~tasker_django.exceptions.TaskValidationError` (with
+    every problem and its JSON path) for a bad context. With ``idempotency_key``,
+    a second call for the same template returns the task of the first call.
+    """
+    named_task = find_template(name, namespace=namespace, version=version)
+    context = {} if context is None else context
+    validate_context(named_task, context)
+    tags = _normalise_tags(named_task, tags)
+    identity_hash = None
+    if idempotency_key is not None:
+        if not isinstance(idempotency_key, str) or not idempotency_key:
+            raise TaskValidationError("idempotency_key must be a non-empty string")
+        identity_hash = hashlib.sha256(
+            f"{namespace}\0{name}\0{idempotency_key}".encode()
+        ).hexdigest()
+        existing = Task.objects.filter(identity_hash=identity_hash).first()
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            return _insert_task(
+                named_task,
+                context=context,
+                tags=tags,
+                initiator=initiator or "",
+                source_system=source_system or "",
+                reason=reason or "",
+                idempotency_key=idempotency_key,
+                identity_hash=identity_hash,
+                priority=priority,
+            )
+    except IntegrityError:
+        if identity_hash is None:
+            raise
+        # Another request with the same key won the race.
+        return Task.objects.get(identity_hash=identity_hash)
+
+
+def validate_context(named_task: NamedTask, context: Any) -> None:
+    """Raise TaskValidationError listing every schema violation of ``context``."""
+    if not isinstance(context, dict):
+        raise TaskValidationError(
+            "The task context must be a JSON object",
+            [{"path": "$", "message": f"expected an object, got {type(context).__name__}"}],
+        )
+    try:
+        json.dumps(context, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TaskValidationError(
+            "The task context must be JSON", [{"path": "$", "message": str(exc)}]
+        ) from None
+    schema = named_task.template.get("schema")
+    if not schema:
+        return
+    errors = sorted(
+        Draft202012Validator(schema).iter_errors(context),
+        key=lambda e: (list(map(str, e.absolute_path)), e.message),
+    )
+    if errors:
+        raise TaskValidationError(
+            f"The context does not match the schema of {named_task}",
+            [{"path": e.json_path, "message": e.message} for e in errors],
+        )
+
+
+def _normalise_tags(named_task: NamedTask, tags: Any) -> list[Any] | dict[str, Any]:
+    template_tags = (named_task.template.get("task_config") or {}).get("tags") or []
+    if tags is None:
+        tags = []
+    if not isinstance(tags, list | dict):
+        raise TaskValidationError(
+            "tags must be a list or an object",
+            [{"path": "$.tags", "message": f"got {type(tags).__name__}"}],
+        )
+    if isinstance(tags, list):
+        return [*tags, *(t for t in template_tags if t not in tags)]
+    return tags
+
+
+def _deadline(named_task: NamedTask, now: Any) -> Any:
+    template = named_task.template
+    seconds = (template.get("task_config") or {}).get("timeout_seconds") or (
+        template.get("settings") or {}
+    ).get("max_execution_time")
+    if not seconds:
+        return None
+    return now + timedelta(seconds=float(seconds))
+
+
+def _insert_task(named_task: NamedTask, **fields: Any) -> Task:
+    now = timezone.now()
+    total = len(named_task.template.get("steps") or [])
+    task = Task.objects.create(
+        named_task=named_task,
+        total_steps=total,
+        created_at=now,
+        updated_at=now,
+        deadline_at=_deadline(named_task, now),
+        **fields,
+    )
+    ops = connection.ops
+    stamp = ops.adapt_datetimefield_value(now)
+    step_table = WorkflowStep._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {step_table}
+                (task_id, named_step_id, name, position, status, attempts, max_attempts,
+                 retryable, skippable, inputs, timeout_seconds, remaining_parents,
+                 enqueued_at, worker_id, updated_at)
+            SELECT %s, ns.id, ns.name, ns.position,
+                   CASE WHEN ns.parent_count = 0 THEN %s ELSE %s END,
+                   0,
+                   CASE WHEN ns.retryable THEN COALESCE(ns.max_attempts, %s) ELSE 1 END,
+                   ns.retryable, ns.skippable, '{{}}',
+                   COALESCE(ns.timeout_seconds, %s),
+                   ns.parent_count,
+                   CASE WHEN ns.parent_count = 0 THEN %s ELSE NULL END,
+                   '', %s
+            FROM {NamedStep._meta.db_table} ns
+            WHERE ns.named_task_id = %s
+            """,  # noqa: S608  (table names come from model meta, values are parameters)
+            [
+                task.pk,
+                StepStatus.ENQUEUED.value,
+                StepStatus.PENDING.value,
+                int(tasker_settings.DEFAULT_MAX_ATTEMPTS),
+                tasker_settings.DEFAULT_STEP_TIMEOUT,
+                stamp,
+                stamp,
+                named_task.pk,
+            ],
+        )
+        cursor.execute(
+            f"""
+            INSERT INTO {WorkflowStepEdge._meta.db_table} (task_id, from_step_id, to_step_id)
+            SELECT %s, p.id, c.id
+            FROM {NamedStepEdge._meta.db_table} e
+            JOIN {step_table} p ON p.task_id = %s AND p.named_step_id = e.from_step_id
+            JOIN {step_table} c ON c.task_id = %s AND c.named_step_id = e.to_step_id
+            WHERE e.named_task_id = %s
+            """,  # noqa: S608
+            [task.pk, task.pk, task.pk, named_task.pk],
+        )
+    root_ids = list(
+        WorkflowStep.objects.filter(task=task, status=StepStatus.ENQUEUED).values_list(
+            "pk", flat=True
+        )
+    )
+    TaskEvent.objects.create(
+        task=task,
+        name="task.created",
+        to_status=task.status,
+        actor=task.initiator,
+        reason=task.reason,
+        payload={"named_task": str(named_task), "steps": total, "root_steps": len(root_ids)},
+        created_at=now,
+    )
+    from ..engine import dispatch
+
+    dispatch.kick_steps(root_ids, priority=task.priority)
+    logger.info("task %s created from %s with %s steps", task.pk, named_task, total)
+    return task
