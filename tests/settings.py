@@ -72,6 +72,8 @@ def _database() -> dict:
         "HOST": parts.hostname or "127.0.0.1",
         "PORT": str(parts.port or 5432),
         "CONN_MAX_AGE": 60,
+        # Parallel runs on one machine need different test databases.
+        "TEST": {"NAME": os.environ.get("TASKER_TEST_DB_NAME")},
     }
 
 

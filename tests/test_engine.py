@@ -352,3 +352,21 @@ def test_lost_worker_is_retried(load_template: Any) -> None:
     assert outcomes == ["worker_lost", "success"]
     lost = StepAttempt.objects.get(task=task, attempt_number=1)
     assert lost.worker == "ghost" and lost.error_code == "WORKER_LOST"
+
+
+def test_heartbeat_renews_lease_and_handler_logs_carry_ids(
+    load_template: Any, caplog: Any
+) -> None:
+    load_template(chain_yaml("hb", 1, handler="test.heartbeat"))
+    from tasker_django.engine import dispatch
+
+    task = create_task("hb")
+    step = WorkflowStep.objects.get(task=task)
+    with caplog.at_level("INFO", logger="tasker_django.handlers"), dispatch.suppressed():
+        run_step_loop(step.pk, worker="w", eager=False)  # real clock: the lease moves
+    step.refresh_from_db()
+    assert step.results == {"renewed": True}
+    lines = [r.getMessage() for r in caplog.records if "charging card" in r.getMessage()]
+    assert lines == [f"[task {task.pk} step {step.pk}] charging card"]
+    record = next(r for r in caplog.records if "charging card" in r.getMessage())
+    assert (record.task_id, record.step_id) == (task.pk, step.pk)

@@ -51,6 +51,15 @@ TASK = Task._meta.db_table
 EDGE = WorkflowStepEdge._meta.db_table
 
 
+class StepLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes a handler's log lines with its task and step ids (also set as ``extra``)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs["extra"] = {**extra, **(kwargs.get("extra") or {})}
+        return f"[task {extra.get('task_id')} step {extra.get('step_id')}] {msg}", kwargs
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -352,6 +361,10 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
                 error_category="configuration",
             ) from exc
         handler._tasker_heartbeat = heartbeat
+        base_logger = handler.logger
+        if isinstance(base_logger, logging.LoggerAdapter):
+            base_logger = base_logger.logger
+        handler.logger = StepLogger(base_logger, {"task_id": loaded.task["id"], "step_id": s["id"]})
         task_view, sequence, step_view = build_views(loaded)
         with _time_limit(timeout):
             output = handler.process(task_view, sequence, step_view)
@@ -490,7 +503,9 @@ def _record_discarded(loaded: Loaded, outcome: Outcome, now: datetime) -> Finish
             )
     except IntegrityError:
         pass  # the sweeper already recorded this attempt as lost
-    logger.info("step %s attempt %s: late result discarded", c.step_id, c.attempt)
+    logger.info(
+        "task %s step %s attempt %s: late result discarded", c.task_id, c.step_id, c.attempt
+    )
     return Finished(stored=False)
 
 
@@ -744,9 +759,25 @@ def mark_task_started(loaded: Loaded) -> None:
         emit_on_commit([_task_event(loaded, "task.started")], now)
 
 
+def extend_lease(c: Claim) -> bool:
+    """Push the lease of a step this worker still holds; False if it lost it."""
+    lease = clock.now() + timedelta(seconds=float(tasker_settings.LEASE_SECONDS))
+    return (
+        WorkflowStep.objects.filter(
+            pk=c.step_id, status=StepStatus.IN_PROGRESS, attempts=c.attempt
+        ).update(lease_expires_at=lease)
+        == 1
+    )
+
+
 def run_claimed(
     c: Claim, *, allow_eager: bool, heartbeat: Callable[[], None] | None = None
 ) -> Finished:
+    if heartbeat is None:
+
+        def heartbeat() -> None:
+            extend_lease(c)
+
     loaded = load(c)
     mark_task_started(loaded)
     from ..signals import step_started

@@ -10,14 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from datetime import timedelta
 
 from django.db import close_old_connections, connection
 
 from ..conf import tasker_settings
-from ..models import StepStatus, WorkflowStep
-from . import clock
-from .runner import Claim, run_step_loop, worker_id
+from .runner import Claim, extend_lease, run_step_loop, worker_id
 
 logger = logging.getLogger("tasker_django.worker")
 
@@ -51,17 +48,6 @@ class _Heartbeat:
             except Exception:
                 logger.exception("heartbeat for step %s failed", c.step_id)
                 close_old_connections()
-
-
-def extend_lease(c: Claim) -> bool:
-    """Push the lease of a step this worker still holds; False if it lost it."""
-    lease = clock.now() + timedelta(seconds=float(tasker_settings.LEASE_SECONDS))
-    return (
-        WorkflowStep.objects.filter(
-            pk=c.step_id, status=StepStatus.IN_PROGRESS, attempts=c.attempt
-        ).update(lease_expires_at=lease)
-        == 1
-    )
 
 
 _heartbeat: _Heartbeat | None = None

@@ -96,7 +96,9 @@ class StepHandler:
         self, config: dict[str, Any] | None = None, logger: logging.Logger | None = None
     ) -> None:
         self.config: dict[str, Any] = dict(config or {})
-        self.logger = logger or logging.getLogger(f"tasker_django.handlers.{self.handler_name}")
+        self.logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = (
+            logger or logging.getLogger(f"tasker_django.handlers.{self.handler_name}")
+        )
 
     def __repr__(self) -> str:
         return (

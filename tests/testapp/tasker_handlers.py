@@ -70,3 +70,17 @@ class EchoParents(StepHandler, name="test.echo"):
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
         return {"value": task.context.get("value"), "parents": dict(sequence.step_results)}
+
+
+class Heartbeat(StepHandler, name="test.heartbeat"):
+    """Logs a line and renews its lease; returns the lease seen after the renewal."""
+
+    def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+        from tasker_django.models import WorkflowStep
+
+        before = WorkflowStep.objects.get(pk=step.id).lease_expires_at
+        time.sleep(0.05)
+        self.heartbeat()
+        after = WorkflowStep.objects.get(pk=step.id).lease_expires_at
+        self.logger.info("charging card")
+        return {"renewed": after > before}
