@@ -179,6 +179,10 @@ def load(c: Claim) -> Loaded:
     with connection.cursor() as cursor:
         cursor.execute(_LOAD_SQL, [c.step_id])
         rows = cursor.fetchall()
+    return _loaded(c, rows)
+
+
+def _loaded(c: Claim, rows: list[tuple[Any, ...]]) -> Loaded:
     r = rows[0]
     step = {
         "id": c.step_id,
@@ -223,6 +227,25 @@ def load(c: Claim) -> Loaded:
         if p[20] is not None
     ]
     return Loaded(claim=c, step=step, task=task, parents=parents)
+
+
+def claim_and_load(step_id: int, worker: str | None = None) -> Loaded | None:
+    """Claim the step and load what the handler needs: one statement on PostgreSQL."""
+    worker = worker or worker_id()
+    if connection.vendor != "postgresql":
+        c = claim(step_id, worker)
+        return None if c is None else load(c)
+    from . import pg
+
+    now = clock.now()
+    lease = now + timedelta(seconds=float(tasker_settings.LEASE_SECONDS))
+    rows = pg.claim_and_load(step_id, worker, now, lease)
+    if not rows:
+        return None
+    c = Claim(
+        step_id=step_id, task_id=rows[0][0], attempt=rows[0][1], claimed_at=now, worker=worker
+    )
+    return _loaded(c, [row[2:] for row in rows])
 
 
 # ---------------------------------------------------------------------------
@@ -509,7 +532,43 @@ def _record_discarded(loaded: Loaded, outcome: Outcome, now: datetime) -> Finish
     return Finished(stored=False)
 
 
+def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> Finished:
+    from . import pg
+    from .events import send_signals
+
+    c = loaded.claim
+    now = clock.now()
+    completed = _step_event(loaded, "step.completed", duration_ms=round(outcome.duration_ms, 3))
+    task_done = _task_event(loaded, "task.completed")
+    stored, task_status, transitioned, ready = pg.finish_success(
+        step_id=c.step_id,
+        attempt=c.attempt,
+        results=_json_param(outcome.results),
+        now=now,
+        claimed=c.claimed_at,
+        duration_ms=outcome.duration_ms,
+        worker=c.worker,
+        started_payload=_json_param(_step_event(loaded, "step.started").payload),
+        completed_payload=_json_param(completed.payload),
+        task_payload=_json_param(task_done.payload),
+    )
+    if not stored:
+        return _record_discarded(loaded, outcome, now)
+    eager = None
+    if task_status in RUNNING_TASK_STATUSES and ready:
+        if allow_eager:
+            eager, ready = ready[0], ready[1:]
+        dispatch.kick_steps(ready)
+    else:
+        ready = []
+    signals = [completed, task_done] if transitioned else [completed]
+    transaction.on_commit(lambda: send_signals(signals))
+    return Finished(stored=True, kicked=ready, eager=eager, task_status=task_status)
+
+
 def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> Finished:
+    if connection.vendor == "postgresql":
+        return _finish_success_pg(loaded, outcome, allow_eager=allow_eager)
     c = loaded.claim
     now = clock.now()
     with transaction.atomic():
@@ -773,12 +832,18 @@ def extend_lease(c: Claim) -> bool:
 def run_claimed(
     c: Claim, *, allow_eager: bool, heartbeat: Callable[[], None] | None = None
 ) -> Finished:
+    return run_loaded(load(c), allow_eager=allow_eager, heartbeat=heartbeat)
+
+
+def run_loaded(
+    loaded: Loaded, *, allow_eager: bool, heartbeat: Callable[[], None] | None = None
+) -> Finished:
+    c = loaded.claim
     if heartbeat is None:
 
         def heartbeat() -> None:
             extend_lease(c)
 
-    loaded = load(c)
     mark_task_started(loaded)
     from ..signals import step_started
 
@@ -806,15 +871,15 @@ def run_step_loop(
     ran = 0
     next_id: int | None = step_id
     while next_id is not None:
-        c = claim(next_id, worker)
-        if c is None:
+        loaded = claim_and_load(next_id, worker)
+        if loaded is None:
             break
         ran += 1
         if on_claim:
-            on_claim(c)
+            on_claim(loaded.claim)
         try:
             budget_left = ran < max_steps and time.monotonic() < deadline
-            result = run_claimed(c, allow_eager=bool(eager and budget_left))
+            result = run_loaded(loaded, allow_eager=bool(eager and budget_left))
         finally:
             if on_release:
                 on_release()
