@@ -354,9 +354,7 @@ def test_lost_worker_is_retried(load_template: Any) -> None:
     assert lost.worker == "ghost" and lost.error_code == "WORKER_LOST"
 
 
-def test_heartbeat_renews_lease_and_handler_logs_carry_ids(
-    load_template: Any, caplog: Any
-) -> None:
+def test_heartbeat_renews_lease_and_handler_logs_carry_ids(load_template: Any, caplog: Any) -> None:
     load_template(chain_yaml("hb", 1, handler="test.heartbeat"))
     from tasker_django.engine import dispatch
 
