@@ -9,17 +9,18 @@
 | W002 | a ``TASKER['TEMPLATE_DIRS']`` entry is not a directory |
 | W003 | a loaded template names a handler that no longer resolves |
 | W004 | django-q2's ``timeout``/``retry`` do not leave room for step timeouts |
+| W005 | a loaded template's escalation rule names an unregistered action |
 """
 
 from __future__ import annotations
 
 import difflib
-from numbers import Number
+import os
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 from django.db import DatabaseError
 
 from .conf import DEFAULTS
@@ -53,48 +54,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="tasker_django.W001",
                 )
             )
-    positive = (
-        "DEFAULT_MAX_ATTEMPTS",
-        "LEASE_SECONDS",
-        "REKICK_AFTER_SECONDS",
-        "SWEEP_INTERVAL",
-        "EAGER_MAX_STEPS",
-        "EAGER_MAX_SECONDS",
-    )
-    for key in positive:
-        if key in raw:
-            value = raw[key]
-            if isinstance(value, bool) or not isinstance(value, Number) or value <= 0:  # type: ignore[operator]
-                messages.append(
-                    Error(
-                        f"TASKER[{key!r}] must be a positive number, got {value!r}.",
-                        hint=f"The default is {DEFAULTS[key]!r}.",
-                        id="tasker_django.E002",
-                    )
-                )
+    counts = ("DEFAULT_MAX_ATTEMPTS", "EAGER_MAX_STEPS")
+    seconds = ("LEASE_SECONDS", "REKICK_AFTER_SECONDS", "SWEEP_INTERVAL", "EAGER_MAX_SECONDS")
+    for key in counts:
+        if key in raw and not _is_count(raw[key]):
+            messages.append(_e002(key, "a whole number of at least 1", raw[key]))
+    for key in seconds:
+        if key in raw and not _is_positive(raw[key]):
+            messages.append(_e002(key, "a positive number of seconds", raw[key]))
     if "DEFAULT_STEP_TIMEOUT" in raw:
         value = raw["DEFAULT_STEP_TIMEOUT"]
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, Number) or value <= 0  # type: ignore[operator]
-        ):
-            messages.append(
-                Error(
-                    "TASKER['DEFAULT_STEP_TIMEOUT'] must be a positive number or None, "
-                    f"got {value!r}.",
-                    hint="None means no limit.",
-                    id="tasker_django.E002",
-                )
-            )
+        if value is not None and not _is_positive(value):
+            messages.append(_e002("DEFAULT_STEP_TIMEOUT", "a positive number or None", value))
     backoff = raw.get("DEFAULT_BACKOFF", DEFAULTS["DEFAULT_BACKOFF"])
     if not isinstance(backoff, dict) or any(
         k not in {"strategy", "initial_delay", "max_delay", "multiplier", "jitter"} for k in backoff
     ):
         messages.append(
-            Error(
-                f"TASKER['DEFAULT_BACKOFF'] must be a dict of strategy, initial_delay, max_delay, "
-                f"multiplier and jitter; got {backoff!r}.",
-                hint=f"The default is {DEFAULTS['DEFAULT_BACKOFF']!r}.",
-                id="tasker_django.E002",
+            _e002(
+                "DEFAULT_BACKOFF",
+                "a dict of strategy, initial_delay, max_delay, multiplier and jitter",
+                backoff,
             )
         )
     dirs = raw.get("TEMPLATE_DIRS", [])
@@ -108,7 +88,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     else:
         for d in dirs:
-            if not Path(d).is_dir():
+            if not isinstance(d, str | os.PathLike):
+                messages.append(_e002("TEMPLATE_DIRS", "a list of directory paths", d))
+            elif not Path(d).is_dir():
                 messages.append(
                     Warning(
                         f"TASKER['TEMPLATE_DIRS'] entry {str(d)!r} is not a directory.",
@@ -130,15 +112,43 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return messages
 
 
+def _is_positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _e002(key: str, expected: str, value: Any) -> Any:
+    return Error(
+        f"TASKER[{key!r}] must be {expected}, got {value!r}.",
+        hint=f"The default is {DEFAULTS[key]!r}.",
+        id="tasker_django.E002",
+    )
+
+
+def _seconds(raw: dict[str, Any], key: str) -> float | None:
+    """The setting in seconds (None: no limit = 0); None if invalid (E002 reports it)."""
+    value = raw.get(key, DEFAULTS[key])
+    if value is None:
+        return 0.0
+    return float(value) if _is_positive(value) else None
+
+
 def _check_queue_timeouts(raw: dict[str, Any]) -> list[Any]:
     q = getattr(settings, "Q_CLUSTER", {}) or {}
-    timeout = q.get("timeout")
-    retry = q.get("retry")
-    step_timeout = raw.get("DEFAULT_STEP_TIMEOUT", DEFAULTS["DEFAULT_STEP_TIMEOUT"]) or 0
-    eager = raw.get("EAGER_MAX_SECONDS", DEFAULTS["EAGER_MAX_SECONDS"])
-    needed = float(step_timeout) + float(eager)
+    if not isinstance(q, dict):
+        return []
+    timeout: Any = q.get("timeout")
+    retry: Any = q.get("retry")
+    step_timeout = _seconds(raw, "DEFAULT_STEP_TIMEOUT")
+    eager = _seconds(raw, "EAGER_MAX_SECONDS")
+    if step_timeout is None or eager is None:
+        return []
+    needed = step_timeout + eager
     messages: list[Any] = []
-    if timeout is not None and isinstance(timeout, Number) and float(timeout) <= needed:  # type: ignore[arg-type]
+    if _is_positive(timeout) and float(timeout) <= needed:
         messages.append(
             Warning(
                 f"Q_CLUSTER['timeout'] ({timeout}) is not above the default step timeout plus "
@@ -148,7 +158,7 @@ def _check_queue_timeouts(raw: dict[str, Any]) -> list[Any]:
                 id="tasker_django.W004",
             )
         )
-    if timeout is not None and retry is not None and retry <= timeout:
+    if _is_positive(timeout) and _is_positive(retry) and retry <= timeout:
         messages.append(
             Warning(
                 f"Q_CLUSTER['retry'] ({retry}) must be larger than Q_CLUSTER['timeout'] "
@@ -160,15 +170,60 @@ def _check_queue_timeouts(raw: dict[str, Any]) -> list[Any]:
     return messages
 
 
-@register("tasker_django")
-def check_loaded_handlers(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """Current templates whose ``handler_class`` no longer resolves (one query)."""
-    from .handlers.registry import registry
-    from .models import NamedStep
+@register("tasker_django", Tags.database)
+def check_loaded_handlers(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Any]:
+    """Current templates whose ``handler_class`` no longer resolves (one query per database).
 
+    A database check, as Django asks: it runs with ``manage.py check --database
+    default`` and before ``migrate``, not on every ``runserver`` start.
+    """
+    from .handlers.registry import registry
+    from .models import NamedStep, NamedTask
+
+    messages: list[Any] = []
+    for alias in databases or ():
+        messages.extend(_unresolved_handlers(NamedStep.objects.using(alias), registry))
+        messages.extend(_unregistered_actions(NamedTask.objects.using(alias)))
+    return messages
+
+
+def _unregistered_actions(named_tasks: Any) -> list[Any]:
+    """W005: escalation rules naming an action TASKER['ESCALATION_ACTIONS'] lacks."""
+    from .conf import tasker_settings
+
+    registered = set(tasker_settings.ESCALATION_ACTIONS or {})
+    try:
+        rows = list(named_tasks.filter(is_current=True).values_list("pk", "template"))
+    except DatabaseError:
+        return []
+    messages: list[Any] = []
+    for _pk, template in rows:
+        sections = (template or {}).get("sections") or {}
+        rules = (sections.get("error_handling") or {}).get("escalation_rules") or []
+        for rule in rules:
+            action = rule.get("action") if isinstance(rule, dict) else None
+            if action and action not in registered:
+                label = (
+                    f"{template.get('namespace')}/{template.get('name')}@{template.get('version')}"
+                )
+                messages.append(
+                    Warning(
+                        f"Template {label}: escalation action {action!r} is not registered, "
+                        "so matching escalations are recorded and signalled but call nothing.",
+                        hint="Add it to TASKER['ESCALATION_ACTIONS'] as a dotted path to a "
+                        "function taking the escalation event.",
+                        id="tasker_django.W005",
+                    )
+                )
+    return messages
+
+
+def _unresolved_handlers(steps: Any, registry: Any) -> list[Any]:
     try:
         rows = list(
-            NamedStep.objects.filter(named_task__is_current=True)
+            steps.filter(named_task__is_current=True)
             .values_list(
                 "handler_class",
                 "named_task__namespace__name",

@@ -47,12 +47,32 @@ DEFAULTS: dict[str, Any] = {
     "HANDLERS_FILE": None,
     # Module name looked up in every installed app at start-up.
     "HANDLER_MODULE": "tasker_handlers",
+    # Escalation actions named by templates' error_handling.escalation_rules:
+    # {"escalate_to_support": "myapp.escalations.page_support"}; each is called
+    # with the escalation event (a dict) after the failed attempt commits.
+    "ESCALATION_ACTIONS": {},
     # django-q2 settings for kicks.
     "QUEUE_CLUSTER": None,
+    # -- REST API (tasker_django.urls); see docs/api.md --
+    # Page size of every list, and the largest ``page_size`` a client may ask for.
+    "API_PAGE_SIZE": 50,
+    "API_MAX_PAGE_SIZE": 500,
+    # Largest task context / step results accepted over the API, in bytes of JSON (413).
+    "API_MAX_CONTEXT_BYTES": 1_048_576,
+    "API_MAX_RESULTS_BYTES": 1_048_576,
+    # Dotted path of ``(user, namespace, action) -> bool`` restricting access per
+    # namespace; action is view, create, cancel, retry or resolve. None: no restriction.
+    "API_NAMESPACE_ACCESS": None,
+    # Serve /metrics without authentication (for a scraper on a private network).
+    "API_METRICS_PUBLIC": False,
+    # health/status and metrics count a step as stuck after this many seconds.
+    "API_STUCK_AFTER_SECONDS": 300,
+    # Steps embedded in a task's detail; larger tasks page through tasks/{id}/steps/.
+    "API_TASK_DETAIL_MAX_STEPS": 1000,
 }
 
 #: Settings holding dotted paths that are imported on access.
-IMPORT_STRINGS: frozenset[str] = frozenset()
+IMPORT_STRINGS: frozenset[str] = frozenset({"API_NAMESPACE_ACCESS"})
 
 #: Keys that were renamed; reading them raises with a hint.
 REMOVED: dict[str, str] = {}

@@ -19,6 +19,8 @@ step_failed = Signal()
 step_retried = Signal()
 step_resolved = Signal()
 step_cancelled = Signal()
+#: A failed attempt matched a template's ``error_handling.escalation_rules``.
+step_escalated = Signal()
 
 #: Event name (as stored in ``TaskEvent.name``) -> signal.
 BY_EVENT = {
@@ -32,4 +34,5 @@ BY_EVENT = {
     "step.retried": step_retried,
     "step.resolved": step_resolved,
     "step.cancelled": step_cancelled,
+    "step.escalated": step_escalated,
 }

@@ -149,3 +149,31 @@ def test_waiting_reasons(load_template: Any) -> None:
     reasons = {s.name: s.reason for s in step_states(task2)}
     assert reasons["pay"].startswith("enqueued at")
     assert reasons["notify"] == "waiting for pay"
+
+
+def test_operator_actions_send_step_signals(
+    load_template: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from tasker_django.signals import step_cancelled, step_resolved, step_retried
+
+    got: list[tuple[str, bool]] = []
+
+    def receiver(sender: Any, event: dict[str, Any], signal: Any, **kw: Any) -> None:
+        got.append((signal, event["step_name"], event["manual"]))
+
+    for sig in (step_resolved, step_cancelled, step_retried):
+        sig.connect(receiver)
+    try:
+        task = failed_task(load_template)
+        with django_capture_on_commit_callbacks(execute=True):
+            operations.retry_step(step(task, "pay").pk, actor="ops")
+            operations.cancel_step(step(task, "pay").pk, actor="ops")
+        load_template(FAILING.replace("failing", "failing2"))
+        task2 = run_task_to_completion(create_task("failing2"))
+        with django_capture_on_commit_callbacks(execute=True):
+            operations.resolve_step(step(task2, "pay").pk, actor="ops")
+    finally:
+        for sig in (step_resolved, step_cancelled, step_retried):
+            sig.disconnect(receiver)
+    assert got == [("pay", True), ("pay", True), ("pay", True)]
+    assert TaskEvent.objects.filter(name="step.resolved", task=task2).count() == 1

@@ -60,6 +60,14 @@ STEP_KEYS = frozenset(STEP_PROPERTIES)
 MAX_CYCLES_REPORTED = 10
 
 
+#: Where templates hold conditions: (section, list key, condition key).
+CONDITIONS = (
+    ("constraints", "business_rules", "rule"),
+    ("error_handling", "escalation_rules", "condition"),
+    ("monitoring", "alerts", "condition"),
+)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -443,6 +451,7 @@ class _Parser:
         steps = self.check_graph(built)
         self.check_named_steps(data.get("named_steps"), [s.name for s in steps])
         self.resolve_handlers(built)
+        self.check_conditions(data)
 
         if self.issues:
             raise TemplateError(self.issues)
@@ -523,6 +532,26 @@ class _Parser:
         missing = [n for n in dict.fromkeys(names) if n not in listed]
         if missing:
             self.add(("named_steps",), "named_steps lacks step(s): " + ", ".join(missing))
+
+    def check_conditions(self, data: Mapping[str, Any]) -> None:
+        """Business rules, escalation rules and alert conditions must parse (I12)."""
+        from ..expressions import ExpressionError, compile_condition
+
+        for section, key, cond_key in CONDITIONS:
+            items = _mapping(data.get(section)).get(key)
+            if not isinstance(items, list):
+                continue
+            for i, item in enumerate(items):
+                path: KeyPath = (section, key, i)
+                if not isinstance(item, dict):
+                    self.add(path, "must be a mapping")
+                elif cond_key not in item:
+                    self.add(path, f"missing {cond_key!r}")
+                else:
+                    try:
+                        compile_condition(item[cond_key])
+                    except ExpressionError as exc:
+                        self.add((*path, cond_key), str(exc))
 
     def resolve_handlers(
         self, built: list[tuple[StepDefinition, list[tuple[str, KeyPath]], _RawStep]]

@@ -138,6 +138,26 @@ def queue_size() -> int | None:
         return None
 
 
+def ping() -> bool:
+    """Whether the broker can be reached (for readiness checks); never raises.
+
+    The ORM broker's own ``ping()`` always says yes, so its database is queried.
+    """
+    try:
+        broker = get_broker()
+        alias = _orm_alias(broker)
+        if alias is not None:
+            from django.db import connections
+
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return True
+        return bool(broker.ping())
+    except Exception:
+        logger.warning("the broker did not answer a ping", exc_info=True)
+        return False
+
+
 def purge_queue() -> None:
     """Drop every waiting message (used by tests that simulate a lost broker)."""
     get_broker().purge_queue()

@@ -74,3 +74,33 @@ def send_signals(events: list[Event]) -> None:
             sig.send(sender=sender, event=e.payload)
         except Exception:
             logger.exception("a receiver of %s failed (task %s)", e.name, e.task_id)
+        if e.name == "step.escalated":
+            run_escalation_action(e.payload)
+
+
+def run_escalation_action(payload: dict[str, Any]) -> None:
+    """Call the function ``TASKER['ESCALATION_ACTIONS']`` registers under the rule's action."""
+    from django.utils.module_loading import import_string
+
+    from ..conf import tasker_settings
+
+    name = payload.get("action") or ""
+    target = (tasker_settings.ESCALATION_ACTIONS or {}).get(name)
+    if not target:
+        logger.warning(
+            "escalation %r of task %s step %s has no registered action",
+            name,
+            payload.get("task_id"),
+            payload.get("step_id"),
+        )
+        return
+    try:
+        action = import_string(target) if isinstance(target, str) else target
+        action(payload)
+    except Exception:
+        logger.exception(
+            "escalation action %r failed (task %s step %s)",
+            name,
+            payload.get("task_id"),
+            payload.get("step_id"),
+        )

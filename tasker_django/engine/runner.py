@@ -34,6 +34,7 @@ from ..models import (
     StepAttempt,
     StepStatus,
     Task,
+    TaskEvent,
     TaskStatus,
     WorkflowStep,
     WorkflowStepEdge,
@@ -162,7 +163,7 @@ SELECT s.name, s.position, s.max_attempts, s.retryable, s.inputs, s.timeout_seco
        t.total_steps, nt.name, nt.version, n.name,
        ns.handler_class, ns.handler_config, ns.backoff,
        p.id, p.name, p.status, p.results, p.attempts, p.max_attempts, p.inputs, p.position,
-       p.retryable
+       p.retryable, nt.id
   FROM {STEP} s
   JOIN {TASK} t ON t.id = s.task_id
   JOIN {NamedTask._meta.db_table} nt ON nt.id = t.named_task_id
@@ -196,6 +197,7 @@ def _loaded(c: Claim, rows: list[tuple[Any, ...]]) -> Loaded:
         "handler_class": r[17],
         "handler_config": _load_json(r[18]) or {},
         "backoff": _load_json(r[19]),
+        "named_task_id": r[29],
     }
     task = {
         "id": c.task_id,
@@ -420,12 +422,26 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
             exc,
             exc_info=True,
         )
-        return _failed(AttemptOutcome.RETRYABLE_ERROR, exc, started, retryable=True)
+        retryable = _template_says(loaded, exc, True)
+        return _failed(
+            AttemptOutcome.RETRYABLE_ERROR if retryable else AttemptOutcome.PERMANENT_ERROR,
+            exc,
+            started,
+            retryable=retryable,
+        )
     return Outcome(
         outcome=AttemptOutcome.SUCCESS.value,
         results=results,
         duration_ms=(time.monotonic() - started) * 1000,
     )
+
+
+def _template_says(loaded: Loaded, exc: BaseException, default: bool) -> bool:
+    """``error_handling.permanent_errors`` / ``retryable_errors`` of the template win."""
+    from .policy import policy_for
+
+    verdict = policy_for(loaded.step["named_task_id"]).classify(exc)
+    return default if verdict is None else verdict
 
 
 def _failed(
@@ -752,6 +768,7 @@ def _finish_failure(loaded: Loaded, outcome: Outcome) -> Finished:
                     events.append(
                         _task_event(loaded, "task.failed", step_name=s["name"], error=error)
                     )
+            events.extend(_escalations(loaded, error, will_retry))
             emit_on_commit(events, now)
     if not stored:
         return _record_discarded(loaded, outcome, now)
@@ -768,6 +785,48 @@ def _finish_failure(loaded: Loaded, outcome: Outcome) -> Finished:
         f"; retry at {next_at.isoformat()}" if next_at else "; no retry",
     )
     return Finished(stored=True, task_status=task_status)
+
+
+def _escalations(loaded: Loaded, error: dict[str, Any], will_retry: bool) -> list[Event]:
+    """``error_handling.escalation_rules`` matching this failed attempt, as events.
+
+    Conditions see the task context's fields and: ``retry_count`` (failed attempts
+    of this step so far, this one included), ``attempt``, ``max_attempts``,
+    ``error_type``, ``error_class``, ``error_code``, ``error_category``,
+    ``error_message``, ``step_name``, ``will_retry``.
+    """
+    from .policy import error_type, policy_for
+
+    policy = policy_for(loaded.step["named_task_id"])
+    if not policy.escalations:
+        return []
+    c, s = loaded.claim, loaded.step
+    facts = {
+        **loaded.task["context"],
+        "retry_count": c.attempt,
+        "attempt": c.attempt,
+        "max_attempts": s["max_attempts"],
+        "error_type": error_type(error),
+        "error_class": error.get("error_class") or "",
+        "error_code": error.get("error_code") or "",
+        "error_category": error.get("error_category") or "",
+        "error_message": error.get("message") or "",
+        "step_name": s["name"],
+        "will_retry": will_retry,
+    }
+    events = []
+    for rule in policy.escalations:
+        if rule.condition.evaluate(facts):
+            event = _step_event(
+                loaded,
+                "step.escalated",
+                action=rule.action,
+                condition=rule.condition.source,
+                error=error,
+            )
+            event.kind = TaskEvent.Kind.EVENT
+            events.append(event)
+    return events
 
 
 def record_attempt(c: Claim, outcome: Outcome, now: datetime, error: dict[str, Any]) -> None:
@@ -845,9 +904,9 @@ def run_loaded(
             extend_lease(c)
 
     mark_task_started(loaded)
-    from ..signals import step_started
+    from .events import send_signals
 
-    step_started.send(sender=WorkflowStep, event=_step_event(loaded, "step.started").payload)
+    send_signals([_step_event(loaded, "step.started")])  # receivers' errors are logged
     outcome = execute(loaded, heartbeat=heartbeat)
     return finish(loaded, outcome, allow_eager=allow_eager)
 

@@ -106,6 +106,26 @@ def _action(
     )
 
 
+def _step_signal(task: Task, step: WorkflowStep, name: str, **payload: Any) -> Event:
+    """The step event (stored and signalled) that goes with an operator action."""
+    return Event(
+        name=name,
+        task_id=task.pk,
+        step_id=step.pk,
+        payload={
+            "task_id": task.pk,
+            "step_id": step.pk,
+            "step_name": step.name,
+            "task_name": task.named_task.name,
+            "namespace": task.named_task.namespace.name,
+            "version": task.named_task.version,
+            "attempt": step.attempts,
+            "manual": True,
+            **payload,
+        },
+    )
+
+
 def refresh_task_status(task: Task, now: datetime) -> list[Event]:
     """Recount a locked task's steps and set its status by precedence (I7).
 
@@ -247,7 +267,8 @@ def retry_step(
             StepStatus.ENQUEUED,
             reset_downstream=reset_downstream,
             reset_steps=len(reset),
-        )
+        ),
+        _step_signal(task, step, "step.retried", actor=_actor(actor), reason=reason),
     ]
     events += refresh_task_status(task, now)
     emit_on_commit(events, now)
@@ -353,7 +374,8 @@ def cancel_step(step_id: int, *, actor: Any = None, reason: str = "") -> Workflo
         updated_at=now,
     )
     events = [
-        _action(task, "action.cancel_step", _actor(actor), reason, step, previous, "cancelled")
+        _action(task, "action.cancel_step", _actor(actor), reason, step, previous, "cancelled"),
+        _step_signal(task, step, "step.cancelled", actor=_actor(actor), reason=reason),
     ]
     events += refresh_task_status(task, now)
     emit_on_commit(events, now)

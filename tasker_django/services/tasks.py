@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 
 from ..conf import tasker_settings
 from ..exceptions import TaskValidationError
+from ..expressions import compile_condition
 from ..models import (
     NamedStep,
     NamedStepEdge,
@@ -101,8 +102,39 @@ def validate_context(named_task: NamedTask, context: Any) -> None:
             "The task context must be JSON", [{"path": "$", "message": str(exc)}]
         ) from None
     schema = named_task.template.get("schema")
-    if not schema:
-        return
+    if schema:
+        _check_schema(named_task, schema, context)
+    _check_business_rules(named_task, context)
+
+
+def _check_business_rules(named_task: NamedTask, context: dict[str, Any]) -> None:
+    """``constraints.business_rules``: a rule whose names the context has must hold.
+
+    A rule names context fields (``payment_amount >= 1``); a rule whose fields are
+    missing from the context does not apply (the JSON Schema decides what is
+    required). Violations carry the rule's ``error_message``.
+    """
+    rules = ((named_task.template.get("sections") or {}).get("constraints") or {}).get(
+        "business_rules"
+    ) or []
+    errors = []
+    for rule in rules:
+        if not isinstance(rule, dict) or not rule.get("rule"):
+            continue
+        condition = compile_condition(rule["rule"])
+        if condition.names <= set(context) and not condition.evaluate(context):
+            errors.append(
+                {
+                    "path": "$." + sorted(condition.names)[0] if condition.names else "$",
+                    "message": rule.get("error_message") or f"rule {rule['rule']!r} is not met",
+                    "rule": rule.get("name") or rule["rule"],
+                }
+            )
+    if errors:
+        raise TaskValidationError(f"The context breaks the business rules of {named_task}", errors)
+
+
+def _check_schema(named_task: NamedTask, schema: dict[str, Any], context: Any) -> None:
     errors = sorted(
         Draft202012Validator(schema).iter_errors(context),
         key=lambda e: (list(map(str, e.absolute_path)), e.message),

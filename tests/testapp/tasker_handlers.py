@@ -84,3 +84,34 @@ class Heartbeat(StepHandler, name="test.heartbeat"):
         after = WorkflowStep.objects.get(pk=step.id).lease_expires_at
         self.logger.info("charging card")
         return {"renewed": after > before}
+
+
+class CardDeclinedError(Exception):
+    """A gateway exception a template lists under error_handling.permanent_errors."""
+
+
+class NetworkError(Exception):
+    """A gateway exception a template lists under error_handling.retryable_errors."""
+
+
+class Raiser(StepHandler, name="test.raiser"):
+    """Raises the exception named by config ``raise`` (while attempts <= fail_times)."""
+
+    ERRORS: dict[str, type[Exception]] = {
+        "CardDeclinedError": CardDeclinedError,
+        "NetworkError": NetworkError,
+        "ValueError": ValueError,
+    }
+
+    def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+        if step.attempts <= int(self.config.get("fail_times", 99)):
+            raise self.ERRORS[self.config["raise"]](f"{self.config['raise']} from the gateway")
+        return {"attempts": step.attempts}
+
+
+ESCALATIONS: list[dict[str, Any]] = []
+
+
+def record_escalation(event: dict[str, Any]) -> None:
+    """An escalation action (TASKER['ESCALATION_ACTIONS']) for tests."""
+    ESCALATIONS.append(event)

@@ -23,3 +23,13 @@ def parse_json_arg(value: str | None, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CommandError(f"{what} is not valid JSON: {exc}") from None
+
+
+def parse_json_object(value: str | None, what: str) -> dict[str, Any]:
+    """Like :func:`parse_json_arg`, but the JSON must be an object (``{...}``)."""
+    data = parse_json_arg(value, what)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CommandError(f"{what} must be a JSON object ({{...}}), got {type(data).__name__}")
+    return data

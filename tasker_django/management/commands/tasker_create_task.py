@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ from tasker_django.exceptions import TaskerError, TaskValidationError
 from tasker_django.models import Task, TaskStatus
 from tasker_django.services.tasks import create_task
 
-from ._util import parse_json_arg
+from ._util import parse_json_arg, parse_json_object
 
 FINISHED = (
     TaskStatus.COMPLETE,
@@ -28,7 +27,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("namespace")
         parser.add_argument("name")
-        parser.add_argument("--version", dest="template_version", default=None)
+        # Django's own --version (print Django's version) gives way to the template's.
+        parser.conflict_handler = parser._optionals.conflict_handler = "resolve"
+        parser.add_argument(
+            "--version",
+            "--template-version",
+            dest="template_version",
+            default=None,
+            help="Template version (default: the latest loaded, by semantic version).",
+        )
         parser.add_argument("--context", default="{}", help="JSON object, or @file.json")
         parser.add_argument("--tags", default=None, help="JSON list or object")
         parser.add_argument("--initiator", default=None)
@@ -39,7 +46,8 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=None, help="Seconds to wait at most.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        context = parse_json_arg(options["context"], "--context")
+        self._verbosity = options["verbosity"]
+        context = parse_json_object(options["context"], "--context")
         tags = parse_json_arg(options["tags"], "--tags")
         try:
             task = create_task(
@@ -71,7 +79,13 @@ class Command(BaseCommand):
         from tqdm import tqdm
 
         deadline = time.monotonic() + timeout if timeout else None
-        bar = tqdm(total=task.total_steps, unit="step", file=sys.stderr, desc=f"task {task.pk}")
+        bar = tqdm(
+            total=task.total_steps,
+            unit="step",
+            file=self.stderr._out,
+            desc=f"task {task.pk}",
+            disable=self._verbosity == 0,
+        )
         try:
             while True:
                 task.refresh_from_db(fields=["status", "completed_steps", "failed_steps"])

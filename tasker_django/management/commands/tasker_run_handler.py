@@ -11,7 +11,7 @@ from tasker_django.handlers.errors import PermanentError, RetryableError
 from tasker_django.handlers.registry import registry
 from tasker_django.handlers.views import StepSequence, StepView, TaskView
 
-from ._util import parse_json_arg
+from ._util import parse_json_object
 
 
 class Command(BaseCommand):
@@ -37,10 +37,10 @@ class Command(BaseCommand):
             entry = registry.resolve(options["handler"])
         except LookupError as exc:
             raise CommandError(str(exc)) from None
-        context = parse_json_arg(options["context"], "--context")
-        inputs = parse_json_arg(options["inputs"], "--inputs")
-        config = parse_json_arg(options["config"], "--config")
-        parents = parse_json_arg(options["parent_results"], "--parent-results")
+        context = parse_json_object(options["context"], "--context")
+        inputs = parse_json_object(options["inputs"], "--inputs")
+        config = parse_json_object(options["config"], "--config")
+        parents = parse_json_object(options["parent_results"], "--parent-results")
         handler = entry.instantiate(config=config)
         task = TaskView(
             id=0,

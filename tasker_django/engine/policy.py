@@ -1,0 +1,82 @@
+"""What the engine needs from a template's behaviour sections, cached per process.
+
+A template revision never changes (I10), so its policy is read from the database
+once per worker process and kept by ``NamedTask`` id.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..expressions import Condition, compile_condition
+
+
+@dataclass(frozen=True)
+class Escalation:
+    condition: Condition
+    action: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    permanent_errors: frozenset[str] = frozenset()
+    retryable_errors: frozenset[str] = frozenset()
+    escalations: tuple[Escalation, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def classify(self, exc: BaseException) -> bool | None:
+        """True: retryable, False: permanent, None: the template does not say.
+
+        The exception's class name or the name of any base class counts.
+        """
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if names & self.permanent_errors:
+            return False
+        if names & self.retryable_errors:
+            return True
+        return None
+
+
+def build_policy(template: dict[str, Any]) -> Policy:
+    sections = template.get("sections") or {}
+    handling = sections.get("error_handling") or {}
+    escalations = tuple(
+        Escalation(compile_condition(rule["condition"]), str(rule.get("action") or ""))
+        for rule in handling.get("escalation_rules") or []
+        if isinstance(rule, dict) and rule.get("condition")
+    )
+    return Policy(
+        permanent_errors=frozenset(map(str, handling.get("permanent_errors") or [])),
+        retryable_errors=frozenset(map(str, handling.get("retryable_errors") or [])),
+        escalations=escalations,
+    )
+
+
+_cache: dict[int, Policy] = {}
+_lock = threading.Lock()
+
+
+def policy_for(named_task_id: int) -> Policy:
+    policy = _cache.get(named_task_id)
+    if policy is None:
+        from ..models import NamedTask
+
+        template = NamedTask.objects.values_list("template", flat=True).get(pk=named_task_id)
+        policy = build_policy(template)
+        with _lock:
+            _cache[named_task_id] = policy
+    return policy
+
+
+def error_type(error: dict[str, Any]) -> str:
+    """``card_declined`` for code CARD_DECLINED; else the category; else the class, snake_case."""
+    if error.get("error_code"):
+        return str(error["error_code"]).lower()
+    if error.get("error_category"):
+        return str(error["error_category"]).lower()
+    name = str(error.get("error_class") or "").rsplit(".", 1)[-1]
+    name = re.sub(r"Error$", "", name) or name
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
