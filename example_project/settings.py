@@ -25,6 +25,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_filters",
+    "drf_spectacular",
     "django_q",
     "tasker_django",
     "example_project.payments",
@@ -109,6 +111,19 @@ if os.environ.get("REDIS_URL"):
 else:
     Q_CLUSTER["orm"] = "default"
 
+# The tasker API (mounted at /tasker/) uses these authentication classes.
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "tasker-django example project API",
+    "VERSION": "0.1.0",
+}
+
 TASKER = {
     # Attempts of a step (the first included) when a template names none.
     "DEFAULT_MAX_ATTEMPTS": 3,
@@ -120,6 +135,12 @@ TASKER = {
     "TEMPLATE_DIRS": [BASE_DIR / "task_templates"],
     # Environment overrides applied when templates are loaded.
     "ENVIRONMENT": os.environ.get("TASKER_ENVIRONMENT", "development"),
+    # What templates' error_handling.escalation_rules call (the seed's payment_workflow
+    # names these three); each function gets the escalation event, a dict.
+    "ESCALATION_ACTIONS": {
+        name: f"example_project.payments.escalations.{name}"
+        for name in ("escalate_to_support", "escalate_to_security", "escalate_to_manual_review")
+    },
 }
 
 LOGGING = {

@@ -190,6 +190,8 @@ class Task(models.Model):
     class Meta:
         db_table = "tasker_task"
         ordering = ["-created_at", "-id"]
+        # Operator actions, beside the model permissions (view/add) the API checks.
+        permissions = [("cancel_task", "Can cancel tasks")]
         constraints = [
             models.UniqueConstraint(
                 fields=["identity_hash"],
@@ -251,6 +253,12 @@ class WorkflowStep(models.Model):
     class Meta:
         db_table = "tasker_workflow_step"
         ordering = ["task", "position"]
+        # Operator actions; ``resolve_step`` covers resolving and completing by hand.
+        permissions = [
+            ("retry_step", "Can retry steps"),
+            ("resolve_step", "Can resolve or complete steps manually"),
+            ("cancel_step", "Can cancel steps"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["task", "name"], name="tasker_step_unique_name"),
             models.CheckConstraint(

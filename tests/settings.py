@@ -18,6 +18,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_filters",
+    "drf_spectacular",
     "django_q",
     "tasker_django",
     "example_project.payments",
@@ -98,6 +100,15 @@ TASKER: dict = {
     "REKICK_AFTER_SECONDS": 3,
     "SWEEP_INTERVAL": 0.2,
     "DEFAULT_STEP_TIMEOUT": 60,
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Basic first: an anonymous request gets 401 with a WWW-Authenticate challenge.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
 }
 
 LOGGING = {

@@ -159,7 +159,7 @@ def test_operator_actions_send_step_signals(
     got: list[tuple[str, bool]] = []
 
     def receiver(sender: Any, event: dict[str, Any], signal: Any, **kw: Any) -> None:
-        got.append((signal, event["step_name"], event["manual"]))
+        got.append((event["step_name"], event["manual"]))
 
     for sig in (step_resolved, step_cancelled, step_retried):
         sig.connect(receiver)

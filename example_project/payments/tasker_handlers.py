@@ -4,19 +4,30 @@ tasker-django imports every installed app's ``tasker_handlers`` module at start-
 each ``StepHandler`` subclass registers itself under its class name, which is how
 the templates (``handler_class: PaymentProcessingStepHandler``, or Ruby-style
 ``PaymentProcessing::StepHandler::ValidatePaymentHandler``) find them.
+
+The same handlers serve this project's templates (``task_templates/payments/``) and
+the seed templates, so they read their settings from ``handler_config`` with
+defaults and take values from the step inputs, the task context or its
+``payment_info``, in that order. Nothing here talks to a real gateway: the
+"external services" are simulated, including their transient failures.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.utils import timezone
 
 from tasker_django import PermanentError, RetryableError, StepHandler
+
+#: Notification channels the notification handler knows, unless its config narrows them.
+NOTIFICATION_TYPES = ("email", "sms", "push")
+
+
+# -- helpers ------------------------------------------------------------------------------
 
 
 def _lookup(step: Any, task: Any, *keys: str) -> Any:
@@ -29,32 +40,85 @@ def _lookup(step: Any, task: Any, *keys: str) -> Any:
     return None
 
 
-def _amount(step: Any, task: Any) -> Decimal:
-    raw = _lookup(step, task, "amount", "payment_amount")
+def _invalid_amount(message: str, raw: Any) -> PermanentError:
+    return PermanentError(
+        message,
+        error_code="INVALID_AMOUNT",
+        error_category="validation",
+        context={"amount": raw if isinstance(raw, int | float | str) else repr(raw)},
+    )
+
+
+def _to_amount(raw: Any) -> Decimal:
+    """``raw`` as a positive finite Decimal, or PermanentError INVALID_AMOUNT."""
+    if raw is None:
+        raise _invalid_amount("the payment has no amount", raw)
+    if isinstance(raw, bool):
+        raise _invalid_amount(f"amount {raw!r} is not a number", raw)
     try:
-        return Decimal(str(raw))
+        amount = Decimal(str(raw))
     except (InvalidOperation, ValueError):
-        raise PermanentError(
-            f"amount {raw!r} is not a number",
-            error_code="INVALID_AMOUNT",
-            error_category="validation",
-            context={"amount": str(raw)},
-        ) from None
+        raise _invalid_amount(f"amount {raw!r} is not a number", raw) from None
+    if not amount.is_finite():
+        raise _invalid_amount(f"amount {raw!r} is not a number", raw)
+    if amount <= 0:
+        raise _invalid_amount(f"amount must be positive, got {amount}", raw)
+    return amount
+
+
+def _money(value: Decimal) -> float:
+    return float(value.quantize(Decimal("0.01")))
+
+
+def _stable_id(prefix: str, *parts: Any) -> str:
+    """An id derived from ``parts``: a retried attempt gets the same one (an idempotency key)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()
+    return f"{prefix}_{digest[:16]}"
+
+
+def parent_payment(sequence: Any) -> dict[str, Any]:
+    """The results of the nearest finished parent step that carries a ``payment_id``.
+
+    ``sequence.steps`` holds the current step's parents (and the step itself) in
+    position order, so the last match is the closest one upstream.
+    """
+    current = sequence.current
+    for parent in reversed(sequence.steps):
+        if current is not None and parent.id == current.id:
+            continue
+        results = parent.results
+        if parent.is_finished and isinstance(results, dict) and results.get("payment_id"):
+            return dict(results)
+    return {}
+
+
+# -- the payment workflows ------------------------------------------------------------------
 
 
 class PaymentProcessingStepHandler(StepHandler):
-    """Charges the customer through the configured gateway."""
+    """Charges the customer through the configured gateway.
+
+    Config: ``max_amount`` (default 10000), ``min_amount``, ``supported_currencies``,
+    ``supported_payment_methods``, ``approval_threshold`` with ``approval_retry_after``
+    (seconds, default 2), ``payment_gateway`` (or ``processor``), ``currency`` (default
+    USD), ``fee_percent`` (default 2.9) and ``fee_fixed`` (default 0.30). The context key
+    ``simulate_transient_failures: N`` makes the first N attempts time out.
+    """
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
-        amount = _amount(step, task)
+        raw = _lookup(step, task, "amount", "payment_amount")
+        amount = _to_amount(raw)
         currency = _lookup(step, task, "currency") or self.config.get("currency", "USD")
-        method = _lookup(step, task, "payment_method") or "credit_card"
-        if amount <= 0:
+        methods = list(self.config.get("supported_payment_methods") or [])
+        method = _lookup(step, task, "payment_method") or (methods[0] if methods else "card")
+
+        min_amount = self.config.get("min_amount")
+        if min_amount is not None and amount < Decimal(str(min_amount)):
             raise PermanentError(
-                f"amount must be positive, got {amount}",
+                f"amount {amount} is below the minimum of {min_amount}",
                 error_code="INVALID_AMOUNT",
                 error_category="validation",
-                context={"amount": str(amount)},
+                context={"amount": raw, "minimum": min_amount},
             )
         max_amount = Decimal(str(self.config.get("max_amount", 10000)))
         if amount > max_amount:
@@ -62,81 +126,99 @@ class PaymentProcessingStepHandler(StepHandler):
                 f"amount {amount} exceeds the limit of {max_amount}",
                 error_code="AMOUNT_EXCEEDED",
                 error_category="validation",
-                context={"amount": str(amount), "limit": str(max_amount)},
+                context={"amount": raw, "limit": float(max_amount)},
             )
-        supported = self.config.get("supported_currencies")
-        if supported and currency not in supported:
+        currencies = self.config.get("supported_currencies")
+        if currencies and currency not in currencies:
             raise PermanentError(
-                f"currency {currency} is not supported",
+                f"currency {currency!r} is not supported (supported: {', '.join(currencies)})",
                 error_code="UNSUPPORTED_CURRENCY",
                 error_category="validation",
+                context={"currency": currency},
             )
+        if methods and method not in methods:
+            raise PermanentError(
+                f"payment method {method!r} is not supported (supported: {', '.join(methods)})",
+                error_code="UNSUPPORTED_PAYMENT_METHOD",
+                error_category="validation",
+                context={"payment_method": method},
+            )
+
         threshold = self.config.get("approval_threshold")
-        if threshold is not None and amount > Decimal(str(threshold)) and step.attempts < 2:
+        if threshold is not None and amount > Decimal(str(threshold)) and step.attempts == 1:
+            # Large payments wait for an approval; it has arrived by the next attempt.
             raise RetryableError(
-                f"amount {amount} needs approval; checking again shortly",
+                f"amount {amount} needs approval (above {threshold}); waiting for it",
                 error_category="approval_pending",
                 retry_after=float(self.config.get("approval_retry_after", 2)),
+                context={"amount": raw, "threshold": threshold},
             )
         transient = int(task.context.get("simulate_transient_failures") or 0)
         if step.attempts <= transient:
             raise RetryableError(
-                f"gateway timeout (simulated, attempt {step.attempts})",
+                "payment gateway timed out (simulated)",
                 error_category="external_service",
             )
-        fee = (amount * Decimal("0.029") + Decimal("0.30")).quantize(Decimal("0.01"))
+
+        fee = amount * Decimal(str(self.config.get("fee_percent", 2.9))) / 100 + Decimal(
+            str(self.config.get("fee_fixed", "0.30"))
+        )
         return {
             "status": "completed",
-            "payment_id": f"pay_{uuid.uuid4().hex[:16]}",
-            "amount": float(amount),
+            "payment_id": _stable_id("pay", task.id, step.id),
+            "amount": _money(amount),
             "currency": currency,
             "payment_method": method,
             "gateway": self.config.get("payment_gateway")
             or self.config.get("processor")
             or "example_gateway",
-            "fee": float(fee),
+            "fee": _money(fee),
         }
 
     def process_results(
         self, step: Any, process_output: Any, initial_results: Any = None
     ) -> dict[str, Any]:
+        """Store the payment with audit metadata: which step, handler and attempt made it."""
         return {
             **process_output,
             "audit": {
                 "step_id": step.id,
-                "handler": type(self).__name__,
+                "handler": self.handler_name,
                 "attempt": step.attempts,
                 "processed_at": timezone.now().isoformat(),
             },
         }
 
 
-def _payment(sequence: Any) -> dict[str, Any]:
-    for name in ("payment_processing", "capture_payment", "authorize_payment"):
-        result = sequence.step_results.get(name)
-        if result:
-            return dict(result)
-    return {}
-
-
 class PaymentVerificationStepHandler(StepHandler):
-    """Confirms the payment the previous step made."""
+    """Confirms the payment the parent step made (config ``verification_method``)."""
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
-        payment = _payment(sequence)
-        if not payment.get("payment_id"):
+        payment = parent_payment(sequence)
+        if not payment:
             raise PermanentError(
-                "no payment to verify", error_code="MISSING_PAYMENT", error_category="workflow"
+                "no payment to verify: no parent step returned a payment_id",
+                error_code="MISSING_PAYMENT",
+                error_category="workflow",
             )
         return {
             "verified": True,
             "payment_id": payment["payment_id"],
+            "amount": payment.get("amount"),
+            "currency": payment.get("currency"),
             "method": self.config.get("verification_method", "webhook"),
         }
 
 
 class NotificationStepHandler(StepHandler):
-    """Sends a notification by email, sms or push; sms fails transiently now and then."""
+    """Tells the customer about the payment by email, sms or push.
+
+    The type comes from the step inputs or the task context (``notification_type``),
+    else from the config (default email); ``supported_types`` narrows the channels.
+    The sms gateway fails transiently now and then (config ``sms_failure_rate``,
+    default 0.3), but never on the step's last attempt, so the simulation alone
+    never loses a notification.
+    """
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
         kind = (
@@ -144,84 +226,117 @@ class NotificationStepHandler(StepHandler):
             or self.config.get("notification_type")
             or "email"
         )
-        supported = self.config.get("supported_types") or ["email", "sms", "push"]
+        configured = self.config.get("supported_types") or NOTIFICATION_TYPES
+        supported = [t for t in configured if t in NOTIFICATION_TYPES]
         if kind not in supported:
             raise PermanentError(
-                f"notification type {kind!r} is not supported",
+                f"notification type {kind!r} is not supported (supported: {', '.join(supported)})",
                 error_code="UNSUPPORTED_TYPE",
                 error_category="validation",
-                context={"type": kind, "supported": list(supported)},
+                context={"type": kind, "supported": supported},
             )
-        if kind == "sms":
+        if kind == "sms" and step.attempts < step.max_attempts:
             rate = float(self.config.get("sms_failure_rate", 0.3))
-            seed = hashlib.sha256(f"{task.id}:{step.attempts}".encode()).hexdigest()
-            if random.Random(seed).random() < rate:
-                raise RetryableError("sms gateway unavailable", error_category="external_service")
-        payment = _payment(sequence)
+            draw = random.Random(f"{task.id}:{step.id}:{step.attempts}").random()
+            if draw < rate:
+                raise RetryableError(
+                    "sms gateway unavailable (simulated)",
+                    error_category="external_service",
+                    context={"attempt": step.attempts},
+                )
+        payment = parent_payment(sequence)
+        customer = task.context.get("customer_id", "unknown")
+        recipients = {
+            "email": task.context.get("customer_email") or f"customer-{customer}@example.com",
+            "sms": task.context.get("customer_phone") or f"+1-555-{customer}",
+            "push": f"device:customer-{customer}",
+        }
         return {
             "sent": True,
             "type": kind,
-            "recipient": task.context.get("customer_email")
-            or f"customer-{task.context.get('customer_id', '?')}",
-            "payment_id": payment.get("payment_id"),
+            "recipient": recipients[kind],
+            "provider": (self.config.get("providers") or {}).get(kind, f"example_{kind}"),
             "template": self.config.get("template")
             or self.config.get("default_template", "payment_confirmation"),
+            "payment_id": payment.get("payment_id"),
+            "amount": payment.get("amount"),
+            "currency": payment.get("currency"),
+            "message_id": _stable_id("msg", task.id, step.id),
         }
 
 
 class CustomerUpdateStepHandler(StepHandler):
-    """Records the payment in the customer's history."""
+    """Records the payment in the customer's history (config ``update_fields``)."""
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+        payment = parent_payment(sequence)
         return {
             "customer_id": task.context.get("customer_id"),
             "updated_fields": list(self.config.get("update_fields") or []),
+            "payment_id": payment.get("payment_id"),
+            "amount": payment.get("amount"),
         }
 
 
 class AnalyticsStepHandler(StepHandler):
-    """Emits analytics for the payment."""
+    """Emits analytics for the payment (config ``metrics_to_track``)."""
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+        payment = parent_payment(sequence)
         return {
             "tracked": list(self.config.get("metrics_to_track") or []),
-            "steps_seen": sequence.total_steps,
+            "payment_id": payment.get("payment_id"),
+            "steps_in_workflow": sequence.total_steps,
         }
 
 
 class AuditLogStepHandler(StepHandler):
-    """Writes an audit record of the payment (never the card data)."""
+    """Writes an audit record of the payment, without card data."""
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
-        payment = _payment(sequence)
+        payment = parent_payment(sequence)
         return {
             "logged": True,
             "payment_id": payment.get("payment_id"),
+            "amount": payment.get("amount"),
+            "currency": payment.get("currency"),
             "compliance_standard": self.config.get("compliance_standard", "PCI_DSS"),
+            "log_level": self.config.get("log_level", "info"),
         }
 
 
+# -- the credit-card flow: validate and check fraud, authorize (needs both), capture, confirm --
+
+
 class ValidatePaymentHandler(StepHandler):
-    """Credit-card flow: checks the payment details."""
+    """Checks the card payment's details (``payment_info``: amount, currency, card_token)."""
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
         info = task.context.get("payment_info") or {}
-        if float(info.get("amount", 0)) <= 0:
+        amount = _to_amount(info.get("amount"))
+        token = str(info.get("card_token") or "")
+        if not token:
             raise PermanentError(
-                "amount must be positive", error_code="INVALID_AMOUNT", error_category="validation"
+                "the payment has no card token", error_code="INVALID_CARD", error_category="card"
             )
-        return {"valid": True, "rules": list(self.config.get("validation_rules") or [])}
+        return {
+            "valid": True,
+            "amount": _money(amount),
+            "currency": info.get("currency", "USD"),
+            "card_last4": token[-4:],
+            "rules": list(self.config.get("validation_rules") or []),
+        }
 
 
 class FraudCheckHandler(StepHandler):
-    """Credit-card flow: scores the payment for fraud."""
+    """Scores the payment (context ``risk_score``, default 0.1) against ``risk_threshold``."""
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
         score = float(task.context.get("risk_score", 0.1))
         threshold = float(self.config.get("risk_threshold", 0.8))
         if score > threshold:
             raise PermanentError(
-                f"risk score {score} above threshold {threshold}",
+                f"risk score {score:g} is above the threshold of {threshold:g}",
                 error_code="FRAUD_SUSPECTED",
                 error_category="fraud",
                 context={"risk_score": score, "threshold": threshold},
@@ -230,7 +345,7 @@ class FraudCheckHandler(StepHandler):
 
 
 class AuthorizePaymentHandler(StepHandler):
-    """Credit-card flow: authorizes once validation and the fraud check both passed."""
+    """Authorizes the amount once validation and the fraud check have both passed."""
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
         validation = sequence.step_results.get("validate_payment") or {}
@@ -241,30 +356,41 @@ class AuthorizePaymentHandler(StepHandler):
                 error_code="PRECONDITION_FAILED",
                 error_category="workflow",
             )
-        info = task.context.get("payment_info") or {}
-        return {"authorization_id": f"auth_{uuid.uuid4().hex[:12]}", "amount": info.get("amount")}
+        return {
+            "authorization_id": _stable_id("auth", task.id, step.id),
+            "amount": validation.get("amount"),
+            "currency": validation.get("currency"),
+        }
 
 
 class CapturePaymentHandler(StepHandler):
-    """Credit-card flow: captures the authorized amount."""
+    """Captures the authorized amount (config ``auto_capture``, default true)."""
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
         auth = sequence.step_results.get("authorize_payment") or {}
+        if not auth.get("authorization_id"):
+            raise PermanentError(
+                "nothing to capture: no authorization",
+                error_code="MISSING_AUTHORIZATION",
+                error_category="workflow",
+            )
         return {
-            "payment_id": f"pay_{uuid.uuid4().hex[:16]}",
-            "authorization_id": auth.get("authorization_id"),
+            "payment_id": _stable_id("pay", task.id, step.id),
+            "authorization_id": auth["authorization_id"],
             "captured": bool(self.config.get("auto_capture", True)),
             "amount": auth.get("amount"),
+            "currency": auth.get("currency"),
         }
 
 
 class SendConfirmationHandler(StepHandler):
-    """Credit-card flow: tells the customer."""
+    """Tells the customer that the card was charged (config ``template_id``)."""
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
-        capture = sequence.step_results.get("capture_payment") or {}
+        payment = parent_payment(sequence)
         return {
             "sent": True,
             "template_id": self.config.get("template_id", "payment_confirmation"),
-            "payment_id": capture.get("payment_id"),
+            "payment_id": payment.get("payment_id"),
+            "amount": payment.get("amount"),
         }

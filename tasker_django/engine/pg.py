@@ -55,7 +55,7 @@ SELECT c.task_id, c.attempts,
        t.total_steps, nt.name, nt.version, n.name,
        ns.handler_class, ns.handler_config, ns.backoff,
        p.id, p.name, p.status, p.results, p.attempts, p.max_attempts, p.inputs, p.position,
-       p.retryable, nt.id
+       p.retryable, nt.id, nt.content_hash
   FROM c
   JOIN {TASK} t ON t.id = c.task_id
   JOIN {NamedTask._meta.db_table} nt ON nt.id = t.named_task_id

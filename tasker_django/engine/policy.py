@@ -55,19 +55,23 @@ def build_policy(template: dict[str, Any]) -> Policy:
     )
 
 
-_cache: dict[int, Policy] = {}
+_cache: dict[tuple[int, str], Policy] = {}
 _lock = threading.Lock()
 
 
-def policy_for(named_task_id: int) -> Policy:
-    policy = _cache.get(named_task_id)
+def policy_for(named_task_id: int, content_hash: str) -> Policy:
+    """The policy of a template revision (keyed by id and content, so never stale)."""
+    key = (named_task_id, content_hash)
+    policy = _cache.get(key)
     if policy is None:
         from ..models import NamedTask
 
         template = NamedTask.objects.values_list("template", flat=True).get(pk=named_task_id)
         policy = build_policy(template)
         with _lock:
-            _cache[named_task_id] = policy
+            if len(_cache) > 10_000:
+                _cache.clear()
+            _cache[key] = policy
     return policy
 
 

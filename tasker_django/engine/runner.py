@@ -163,7 +163,7 @@ SELECT s.name, s.position, s.max_attempts, s.retryable, s.inputs, s.timeout_seco
        t.total_steps, nt.name, nt.version, n.name,
        ns.handler_class, ns.handler_config, ns.backoff,
        p.id, p.name, p.status, p.results, p.attempts, p.max_attempts, p.inputs, p.position,
-       p.retryable, nt.id
+       p.retryable, nt.id, nt.content_hash
   FROM {STEP} s
   JOIN {TASK} t ON t.id = s.task_id
   JOIN {NamedTask._meta.db_table} nt ON nt.id = t.named_task_id
@@ -198,6 +198,7 @@ def _loaded(c: Claim, rows: list[tuple[Any, ...]]) -> Loaded:
         "handler_config": _load_json(r[18]) or {},
         "backoff": _load_json(r[19]),
         "named_task_id": r[29],
+        "template_hash": r[30],
     }
     task = {
         "id": c.task_id,
@@ -440,7 +441,7 @@ def _template_says(loaded: Loaded, exc: BaseException, default: bool) -> bool:
     """``error_handling.permanent_errors`` / ``retryable_errors`` of the template win."""
     from .policy import policy_for
 
-    verdict = policy_for(loaded.step["named_task_id"]).classify(exc)
+    verdict = policy_for(loaded.step["named_task_id"], loaded.step["template_hash"]).classify(exc)
     return default if verdict is None else verdict
 
 
@@ -797,7 +798,7 @@ def _escalations(loaded: Loaded, error: dict[str, Any], will_retry: bool) -> lis
     """
     from .policy import error_type, policy_for
 
-    policy = policy_for(loaded.step["named_task_id"])
+    policy = policy_for(loaded.step["named_task_id"], loaded.step["template_hash"])
     if not policy.escalations:
         return []
     c, s = loaded.claim, loaded.step

@@ -328,7 +328,11 @@ def _finish_manually(
         updated_at=now,
     )
     ready_children(step.pk, now)
-    events = [_action(task, action, _actor(actor), reason, step, previous, status, results=results)]
+    signal_name = "step.completed" if status == StepStatus.COMPLETE else "step.resolved"
+    events = [
+        _action(task, action, _actor(actor), reason, step, previous, status, results=results),
+        _step_signal(task, step, signal_name, actor=_actor(actor), reason=reason),
+    ]
     events += refresh_task_status(task, now)
     emit_on_commit(events, now)
     _kick_enqueued(task)

@@ -1,0 +1,101 @@
+"""What every tasker admin shares: read-only model admins and the confirm-then-act view.
+
+The admin never writes a status itself. Operator actions are views that ask for
+confirmation (GET renders a form, POST acts), call one ``services.operations``
+function, report the outcome with ``messages`` and redirect. Each checks its own
+permission and answers 403 without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from ..exceptions import InvalidTransition, TaskValidationError
+
+#: Permissions of the operator actions (defined in ``models.py``, ``Meta.permissions``).
+PERM_RETRY_STEP = "tasker_django.retry_step"
+PERM_RESOLVE_STEP = "tasker_django.resolve_step"
+PERM_CANCEL_STEP = "tasker_django.cancel_step"
+PERM_CANCEL_TASK = "tasker_django.cancel_task"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows are shown, never added, edited or deleted here: they change through services."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def require(request: HttpRequest, permission: str) -> None:
+    if not request.user.has_perm(permission):
+        raise PermissionDenied
+
+
+def admin_url(obj: Model, view: str = "change") -> str:
+    opts = obj._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[obj.pk])
+
+
+def url_pattern(name: str) -> Callable[[int], str]:
+    """``pk -> url`` for a named admin URL with one integer argument, reversing once."""
+    marker = 987654321987
+    template = reverse(name, args=[marker])
+    return lambda pk: template.replace(str(marker), str(pk))
+
+
+@dataclass
+class Confirmation:
+    """What a confirmation page shows and what its POST does."""
+
+    title: str
+    question: str
+    submit_label: str
+    form_class: type[forms.Form]
+    perform: Callable[[dict[str, Any]], str]
+    done_url: str
+    cancel_url: str
+    objects: Sequence[tuple[str, str]] = ()  # (text, url) of what the action touches
+    danger: bool = False
+    form_initial: dict[str, Any] | None = None
+
+
+def confirm_view(
+    model_admin: admin.ModelAdmin[Any], request: HttpRequest, confirmation: Confirmation
+) -> HttpResponse:
+    """GET: the confirmation form. POST: validate, act, message, redirect."""
+    if request.method == "POST":
+        form = confirmation.form_class(request.POST)
+        if form.is_valid():
+            try:
+                message = confirmation.perform(form.cleaned_data)
+            except (InvalidTransition, TaskValidationError) as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, message)
+            return HttpResponseRedirect(confirmation.done_url)
+    else:
+        form = confirmation.form_class(initial=confirmation.form_initial)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": confirmation.title,
+        "confirmation": confirmation,
+        "form": form,
+    }
+    return TemplateResponse(request, "admin/tasker_django/confirm_action.html", context)
