@@ -51,8 +51,6 @@ DEFAULTS: dict[str, Any] = {
     # {"escalate_to_support": "myapp.escalations.page_support"}; each is called
     # with the escalation event (a dict) after the failed attempt commits.
     "ESCALATION_ACTIONS": {},
-    # django-q2 settings for kicks.
-    "QUEUE_CLUSTER": None,
     # -- REST API (tasker_django.urls); see docs/api.md --
     # Page size of every list, and the largest ``page_size`` a client may ask for.
     "API_PAGE_SIZE": 50,

@@ -133,3 +133,19 @@ def test_template_dirs_lookup(tmp_path: Any, settings: Any, db: Any) -> None:
     task = create_task("from_disk")
     assert task.named_task.version == "2.0.0"
     assert create_task("from_disk", version="1.0.0").named_task.version == "1.0.0"
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name", "version"),
+    [("..", "secret", None), ("default", "../../etc", None), ("default", "x", "../1.0.0")],
+)
+def test_template_dirs_lookup_stays_inside_the_directory(
+    tmp_path: Any, settings: Any, db: Any, namespace: str, name: str, version: str | None
+) -> None:
+    inside = tmp_path / "templates"
+    inside.mkdir()
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "1.0.0.yaml").write_text(chain_yaml("secret", 1))
+    settings.TASKER = {**settings.TASKER, "TEMPLATE_DIRS": [str(inside)]}
+    with pytest.raises(TemplateNotFound):
+        create_task(name, namespace=namespace, version=version)

@@ -148,8 +148,13 @@ def find_template(name: str, namespace: str = "default", version: str | None = N
 
 
 def _load_from_template_dirs(name: str, namespace: str, version: str | None) -> NamedTask | None:
+    if version is not None and ("/" in version or "\\" in version or version.startswith(".")):
+        return None
     for base in tasker_settings.TEMPLATE_DIRS:
-        folder = Path(base) / namespace / name
+        root = Path(base).resolve()
+        folder = (root / namespace / name).resolve()
+        if not folder.is_relative_to(root) or folder == root:
+            continue  # "..", absolute parts: never read outside the template directory
         if version is not None:
             files = [
                 p for p in (folder / f"{version}.yaml", folder / f"{version}.yml") if p.is_file()
