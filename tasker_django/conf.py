@@ -47,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     "HANDLERS_FILE": None,
     # Module name looked up in every installed app at start-up.
     "HANDLER_MODULE": "tasker_handlers",
+    # PostgreSQL: run the engine's two hot statements as server-side prepared
+    # statements (planned once per connection). Turn off behind a pooler that cannot
+    # keep prepared statements (PgBouncer in transaction mode before 1.21).
+    "PG_PREPARED_STATEMENTS": True,
     # Escalation actions named by templates' error_handling.escalation_rules:
     # {"escalate_to_support": "myapp.escalations.page_support"}; each is called
     # with the escalation event (a dict) after the failed attempt commits.

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from django.db import connection
 
+from ..conf import tasker_settings
 from ..models import (
     NamedStep,
     NamedTask,
@@ -75,9 +76,16 @@ def _execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     The statement is still logged where Django logs queries (tests count them).
     """
     connection.ensure_connection()
+    raw = connection.connection
+    prepare = bool(tasker_settings.PG_PREPARED_STATEMENTS)
+    if prepare and raw.prepare_threshold is None:
+        # Django turns psycopg's preparing off (its own cursors bind on the client and
+        # never prepare); psycopg then ignores prepare=True. A huge threshold re-enables
+        # explicit preparing without making psycopg prepare anything by itself.
+        raw.prepare_threshold = 2**31 - 1
     started = time.monotonic()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
+    with psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params, prepare=prepare)
         rows = cursor.fetchall()
     if connection.queries_logged:
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
