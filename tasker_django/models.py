@@ -282,6 +282,8 @@ class WorkflowStep(models.Model):
                 name="tasker_step_lease",
             ),
             models.Index(fields=["status", "-updated_at"], name="tasker_step_status_updated"),
+            # Copying a template's edges into a new task joins its steps by named step.
+            models.Index(fields=["task", "named_step"], name="tasker_step_task_named"),
         ]
 
     def __str__(self) -> str:

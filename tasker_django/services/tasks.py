@@ -214,10 +214,6 @@ def _insert_task(named_task: NamedTask, **fields: Any) -> Task:
                 named_task.pk,
             ],
         )
-        if connection.vendor == "postgresql":
-            # The new task's id is in no statistics, so PostgreSQL expects a handful of
-            # steps and may pick a nested loop: quadratic for a 10,000-step task.
-            cursor.execute("SET LOCAL enable_nestloop = off")
         cursor.execute(
             f"""
             INSERT INTO {WorkflowStepEdge._meta.db_table} (task_id, from_step_id, to_step_id)
