@@ -19,6 +19,9 @@ step_failed = Signal()
 step_retried = Signal()
 step_resolved = Signal()
 step_cancelled = Signal()
+#: A handler published a custom event its template declares (``self.publish_event``);
+#: ``event["event"]`` is its name, ``event["data"]`` its payload.
+custom_event = Signal()
 #: A failed attempt matched a template's ``error_handling.escalation_rules``.
 step_escalated = Signal()
 
@@ -35,4 +38,5 @@ BY_EVENT = {
     "step.resolved": step_resolved,
     "step.cancelled": step_cancelled,
     "step.escalated": step_escalated,
+    "custom": custom_event,
 }

@@ -59,7 +59,7 @@ def send_signals(events: list[Event]) -> None:
     from ..signals import BY_EVENT
 
     for e in events:
-        sig = BY_EVENT.get(e.name)
+        sig = BY_EVENT.get("custom" if e.name.startswith("custom.") else e.name)
         logger.info(
             "%s task=%s step=%s",
             e.name,

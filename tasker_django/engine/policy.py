@@ -25,7 +25,8 @@ class Policy:
     permanent_errors: frozenset[str] = frozenset()
     retryable_errors: frozenset[str] = frozenset()
     escalations: tuple[Escalation, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Declared custom events: name -> JSON Schema of the payload.
+    custom_events: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def classify(self, exc: BaseException) -> bool | None:
         """True: retryable, False: permanent, None: the template does not say.
@@ -52,7 +53,45 @@ def build_policy(template: dict[str, Any]) -> Policy:
         permanent_errors=frozenset(map(str, handling.get("permanent_errors") or [])),
         retryable_errors=frozenset(map(str, handling.get("retryable_errors") or [])),
         escalations=escalations,
+        custom_events=declared_events(template),
     )
+
+
+_SIMPLE_TYPES = {"string", "number", "integer", "boolean", "object", "array", "null"}
+
+
+def payload_schema(declaration: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a declared event's payload.
+
+    ``schema`` is a JSON Schema; ``payload_schema`` is either one or the seed's short
+    form, a mapping of field name to type name (``{amount: "number"}``).
+    """
+    schema = declaration.get("schema") or declaration.get("payload_schema") or {}
+    if not isinstance(schema, dict):
+        return {}
+    looks_short = (
+        schema
+        and all(isinstance(v, str) and v in _SIMPLE_TYPES for v in schema.values())
+        and "type" not in schema
+    )
+    if looks_short:
+        return {
+            "type": "object",
+            "properties": {k: {"type": v} for k, v in schema.items()},
+        }
+    return schema
+
+
+def declared_events(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Custom events declared at top level, under ``events`` and per step."""
+    sources: list[Any] = list(template.get("custom_events") or [])
+    sections = template.get("sections") or {}
+    sources += list((sections.get("events") or {}).get("custom_events") or [])
+    for step in template.get("steps") or []:
+        sources += list(step.get("custom_events") or [])
+    return {
+        str(d["name"]): payload_schema(d) for d in sources if isinstance(d, dict) and d.get("name")
+    }
 
 
 _cache: dict[tuple[int, str], Policy] = {}

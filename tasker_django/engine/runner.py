@@ -387,6 +387,9 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
                 error_category="configuration",
             ) from exc
         handler._tasker_heartbeat = heartbeat
+        handler._tasker_publish_event = lambda name, payload: publish_custom_event(
+            loaded, name, payload
+        )
         base_logger = handler.logger
         if isinstance(base_logger, logging.LoggerAdapter):
             base_logger = base_logger.logger
@@ -435,6 +438,56 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
         results=results,
         duration_ms=(time.monotonic() - started) * 1000,
     )
+
+
+def _event_error(message: str, code: str) -> Exception:
+    from ..handlers.errors import PermanentError
+
+    return PermanentError(message, error_code=code, error_category="configuration")
+
+
+def publish_custom_event(loaded: Loaded, name: str, payload: dict[str, Any]) -> None:
+    """Store, log and signal a custom event declared in the step's template.
+
+    The payload must be JSON and match the declared schema. An undeclared name or a
+    bad payload raises a :class:`PermanentError` in the handler (codes
+    ``UNDECLARED_EVENT`` / ``INVALID_EVENT_PAYLOAD``): retrying would not fix it.
+    """
+    from jsonschema import Draft202012Validator
+
+    from .events import send_signals
+    from .policy import policy_for
+
+    declared = policy_for(loaded.step["named_task_id"], loaded.step["template_hash"]).custom_events
+    if name not in declared:
+        known = ", ".join(sorted(declared)) or "none"
+        raise _event_error(
+            f"custom event {name!r} is not declared by the template (declared: {known})",
+            "UNDECLARED_EVENT",
+        )
+    try:
+        payload = json.loads(json.dumps(payload, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise _event_error(
+            f"custom event {name!r}: payload is not JSON: {exc}", "INVALID_EVENT_PAYLOAD"
+        ) from None
+    errors = sorted(e.message for e in Draft202012Validator(declared[name]).iter_errors(payload))
+    if errors:
+        raise _event_error(
+            f"custom event {name!r}: payload does not match its schema: " + "; ".join(errors),
+            "INVALID_EVENT_PAYLOAD",
+        )
+    event = _step_event(loaded, f"custom.{name}", event=name, data=payload)
+    event.kind = TaskEvent.Kind.EVENT
+    TaskEvent.objects.create(
+        task_id=event.task_id,
+        step_id=event.step_id,
+        kind=event.kind,
+        name=event.name,
+        payload=event.payload,
+        created_at=clock.now(),
+    )
+    transaction.on_commit(lambda: send_signals([event]))
 
 
 def _template_says(loaded: Loaded, exc: BaseException, default: bool) -> bool:

@@ -115,3 +115,11 @@ ESCALATIONS: list[dict[str, Any]] = []
 def record_escalation(event: dict[str, Any]) -> None:
     """An escalation action (TASKER['ESCALATION_ACTIONS']) for tests."""
     ESCALATIONS.append(event)
+
+
+class Publisher(StepHandler, name="test.publisher"):
+    """Publishes the custom event named in config ``event`` with config ``payload``."""
+
+    def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+        self.publish_event(self.config["event"], self.config.get("payload") or {})
+        return {"published": self.config["event"]}
