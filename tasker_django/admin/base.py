@@ -41,6 +41,23 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def page_context(self, request: HttpRequest, obj: Any) -> dict[str, Any]:
+        """Extra template context of an object's page; subclasses add theirs."""
+        return {}
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context.update(self.page_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
 
 def require(request: HttpRequest, permission: str) -> None:
     if not request.user.has_perm(permission):

@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -77,45 +77,32 @@ class NamespaceAdmin(ReadOnlyAdmin):
     def templates(self, obj: Namespace) -> int:
         return int(getattr(obj, "template_count", 0))
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Namespace | None = None,
-    ) -> HttpResponse:
-        if obj is not None:
-            versions = list(
-                NamedTask.objects.filter(namespace=obj)
-                .annotate(step_count=_count(NamedStep.objects.all(), "named_task"))
-                .order_by("name", "version", "revision")
-            )
-            counts = task_counts([v.pk for v in versions])
-            url = url_pattern("admin:tasker_django_namedtask_change")
-            tasks_url = reverse("admin:tasker_django_task_changelist")
-            groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for v in versions:
-                per_status = counts.get(v.pk, {})
-                groups[v.name].append(
-                    {
-                        "version": v,
-                        "url": url(v.pk),
-                        "steps": getattr(v, "step_count", 0),
-                        "total": sum(per_status.values()),
-                        "cells": outcome_cells(per_status),
-                        "tasks_url": f"{tasks_url}?template={obj.name}/{v.name}"
-                        f"&version={v.version}",
-                    }
-                )
-            context.update(
+    def page_context(self, request: HttpRequest, obj: Namespace) -> dict[str, Any]:
+        versions = list(
+            NamedTask.objects.filter(namespace=obj)
+            .annotate(step_count=_count(NamedStep.objects.all(), "named_task"))
+            .order_by("name", "version", "revision")
+        )
+        counts = task_counts([v.pk for v in versions])
+        url = url_pattern("admin:tasker_django_namedtask_change")
+        tasks_url = reverse("admin:tasker_django_task_changelist")
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for v in versions:
+            per_status = counts.get(v.pk, {})
+            groups[v.name].append(
                 {
-                    "tasker_groups": sorted(groups.items()),
-                    "tasker_statuses": [display.badge(s) for s in TaskStatus],
+                    "version": v,
+                    "url": url(v.pk),
+                    "steps": getattr(v, "step_count", 0),
+                    "total": sum(per_status.values()),
+                    "cells": outcome_cells(per_status),
+                    "tasks_url": f"{tasks_url}?template={obj.name}/{v.name}&version={v.version}",
                 }
             )
-        return super().render_change_form(request, context, add, change, form_url, obj)
+        return {
+            "tasker_groups": sorted(groups.items()),
+            "tasker_statuses": [display.badge(s) for s in TaskStatus],
+        }
 
 
 @admin.register(NamedTask)
@@ -180,20 +167,7 @@ class NamedTaskAdmin(ReadOnlyAdmin):
             display.pretty_json(obj.template),
         )
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: NamedTask | None = None,
-    ) -> HttpResponse:
-        if obj is not None:
-            context.update(self.template_page_context(obj))
-        return super().render_change_form(request, context, add, change, form_url, obj)
-
-    def template_page_context(self, obj: NamedTask) -> dict[str, Any]:
+    def page_context(self, request: HttpRequest, obj: NamedTask) -> dict[str, Any]:
         """Four queries: the versions, their steps, this version's edges, task counts."""
         versions = list(
             NamedTask.objects.filter(namespace_id=obj.namespace_id, name=obj.name).order_by(

@@ -197,65 +197,51 @@ class WorkflowStepAdmin(ReadOnlyAdmin):
 
     # -- the step page --------------------------------------------------------
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: WorkflowStep | None = None,
-    ) -> HttpResponse:
-        if obj is not None:
-            attempts = list(StepAttempt.objects.filter(step=obj).order_by("attempt_number"))
-            events = list(TaskEvent.objects.filter(step=obj).order_by("-created_at", "-id")[:100])
-            user = request.user
-            open_task = obj.task.status != TaskStatus.CANCELLED
-            context.update(
+    def page_context(self, request: HttpRequest, obj: WorkflowStep) -> dict[str, Any]:
+        attempts = list(StepAttempt.objects.filter(step=obj).order_by("attempt_number"))
+        events = list(TaskEvent.objects.filter(step=obj).order_by("-created_at", "-id")[:100])
+        user = request.user
+        open_task = obj.task.status != TaskStatus.CANCELLED
+        return {
+            "tasker_attempts": [
                 {
-                    "tasker_attempts": [
-                        {
-                            "number": a.attempt_number,
-                            "outcome": display.badge(a.outcome),
-                            "started_at": a.started_at,
-                            "finished_at": a.finished_at,
-                            "duration": display.format_duration(
-                                a.duration_ms / 1000 if a.duration_ms is not None else None
-                            ),
-                            "error_class": a.error_class,
-                            "error_message": a.error_message,
-                            "error_code": a.error_code,
-                            "error_category": a.error_category,
-                            "error_context": display.pretty_json(a.error_context)
-                            if a.error_context
-                            else "",
-                            "retry_after": a.retry_after,
-                            "worker": a.worker,
-                        }
-                        for a in attempts
-                    ],
-                    "tasker_events": events,
-                    "tasker_task_url": admin_url(obj.task),
-                    "tasker_can_retry": user.has_perm(PERM_RETRY_STEP)
-                    and open_task
-                    and (obj.status in RETRYABLE or obj.status in DONE_STEP_STATUSES),
-                    "tasker_can_resolve": user.has_perm(PERM_RESOLVE_STEP)
-                    and open_task
-                    and obj.status not in DONE_STEP_STATUSES,
-                    "tasker_can_cancel_step": user.has_perm(PERM_CANCEL_STEP)
-                    and obj.status not in (*DONE_STEP_STATUSES, StepStatus.CANCELLED),
-                    "tasker_retry_url": reverse(
-                        "admin:tasker_django_workflowstep_retry", args=[obj.pk]
+                    "number": a.attempt_number,
+                    "outcome": display.badge(a.outcome),
+                    "started_at": a.started_at,
+                    "finished_at": a.finished_at,
+                    "duration": display.format_duration(
+                        a.duration_ms / 1000 if a.duration_ms is not None else None
                     ),
-                    "tasker_resolve_url": reverse(
-                        "admin:tasker_django_workflowstep_resolve", args=[obj.pk]
-                    ),
-                    "tasker_cancel_step_url": reverse(
-                        "admin:tasker_django_workflowstep_cancel", args=[obj.pk]
-                    ),
+                    "error_class": a.error_class,
+                    "error_message": a.error_message,
+                    "error_code": a.error_code,
+                    "error_category": a.error_category,
+                    "error_context": display.pretty_json(a.error_context)
+                    if a.error_context
+                    else "",
+                    "retry_after": a.retry_after,
+                    "worker": a.worker,
                 }
-            )
-        return super().render_change_form(request, context, add, change, form_url, obj)
+                for a in attempts
+            ],
+            "tasker_events": events,
+            "tasker_task_url": admin_url(obj.task),
+            "tasker_can_retry": user.has_perm(PERM_RETRY_STEP)
+            and open_task
+            and (obj.status in RETRYABLE or obj.status in DONE_STEP_STATUSES),
+            "tasker_can_resolve": user.has_perm(PERM_RESOLVE_STEP)
+            and open_task
+            and obj.status not in DONE_STEP_STATUSES,
+            "tasker_can_cancel_step": user.has_perm(PERM_CANCEL_STEP)
+            and obj.status not in (*DONE_STEP_STATUSES, StepStatus.CANCELLED),
+            "tasker_retry_url": reverse("admin:tasker_django_workflowstep_retry", args=[obj.pk]),
+            "tasker_resolve_url": reverse(
+                "admin:tasker_django_workflowstep_resolve", args=[obj.pk]
+            ),
+            "tasker_cancel_step_url": reverse(
+                "admin:tasker_django_workflowstep_cancel", args=[obj.pk]
+            ),
+        }
 
     # -- actions --------------------------------------------------------------
 

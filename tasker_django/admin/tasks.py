@@ -309,20 +309,8 @@ class TaskAdmin(ReadOnlyAdmin):
 
     # -- the task page --------------------------------------------------------
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Task | None = None,
-    ) -> HttpResponse:
-        if obj is not None:
-            context.update(self.task_page_context(request, obj))
-        return super().render_change_form(request, context, add, change, form_url, obj)
-
-    def task_page_context(self, request: HttpRequest, task: Task) -> dict[str, Any]:
+    def page_context(self, request: HttpRequest, obj: Task) -> dict[str, Any]:
+        task = obj
         """Everything below the fields, in a fixed number of queries (5) for any task size."""
         now = timezone.now()
         states = step_states(task, now=now)  # 2 queries
