@@ -55,6 +55,11 @@ DEFAULTS: dict[str, Any] = {
     # {"escalate_to_support": "myapp.escalations.page_support"}; each is called
     # with the escalation event (a dict) after the failed attempt commits.
     "ESCALATION_ACTIONS": {},
+    # -- Security (docs/security.md) --
+    # Keys whose values are masked in the admin, API, logs, events and errors (a key
+    # matches when equal or ending in ``_<name>``); templates add
+    # ``security.sensitive_fields``. None: tasker_django.security.masking's defaults.
+    "SENSITIVE_FIELDS": None,
     # -- REST API (tasker_django.urls); see docs/api.md --
     # Page size of every list, and the largest ``page_size`` a client may ask for.
     "API_PAGE_SIZE": 50,

@@ -191,7 +191,11 @@ class Task(models.Model):
         db_table = "tasker_task"
         ordering = ["-created_at", "-id"]
         # Operator actions, beside the model permissions (view/add) the API checks.
-        permissions = [("cancel_task", "Can cancel tasks")]
+        permissions = [
+            ("cancel_task", "Can cancel tasks"),
+            # Unmasked sensitive values (card numbers, tokens, ...) in the admin and API.
+            ("view_sensitive_data", "Can view sensitive data unmasked"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["identity_hash"],
@@ -384,3 +388,161 @@ class TaskEvent(models.Model):
         if self.pk is not None and not self._state.adding:
             raise ValueError("TaskEvent rows are append-only")
         super().save(*args, **kwargs)
+
+
+class AuditRecord(models.Model):
+    """Append-only audit trail (``security.audit_logging`` and the ``audit_log`` sink).
+
+    Task and step are plain ids, not foreign keys: records outlive deleted tasks and
+    are removed only by ``tasker_prune_audit`` once ``expires_at`` has passed.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now)
+    namespace = models.CharField(max_length=128, blank=True, default="")
+    template = models.CharField(max_length=255, blank=True, default="")
+    version = models.CharField(max_length=64, blank=True, default="")
+    task_id = models.BigIntegerField(null=True, blank=True)
+    step_id = models.BigIntegerField(null=True, blank=True)
+    step_name = models.CharField(max_length=255, blank=True, default="")
+    kind = models.CharField(max_length=16, blank=True, default="")
+    event = models.CharField(max_length=128)
+    from_status = models.CharField(max_length=32, blank=True, default="")
+    to_status = models.CharField(max_length=32, blank=True, default="")
+    actor = models.CharField(max_length=255, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    payload = models.JSONField(default=dict, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "tasker_audit_record"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["task_id", "created_at"], name="tasker_audit_task"),
+            models.Index(fields=["-created_at"], name="tasker_audit_created"),
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(expires_at__isnull=False),
+                name="tasker_audit_expires",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} task={self.task_id} ({self.created_at:%Y-%m-%d %H:%M:%S})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("AuditRecord rows are append-only")
+        super().save(*args, **kwargs)
+
+
+class MetricKind(models.TextChoices):
+    COUNTER = "counter", _("counter")
+    GAUGE = "gauge", _("gauge")
+    HISTOGRAM = "histogram", _("histogram")
+
+
+class MetricSeries(models.Model):
+    """Cumulative state of one template-declared metric (``monitoring.metrics``).
+
+    Counter: ``value`` is the total. Gauge: ``value`` is the last value set.
+    Histogram: ``count``, ``sum`` and per-bucket counts (``bucket_counts[i]`` counts
+    observations <= ``buckets[i]``, not cumulative; +Inf is ``count``).
+    """
+
+    namespace = models.CharField(max_length=128)
+    template = models.CharField(max_length=255)
+    name = models.CharField(max_length=128)
+    kind = models.CharField(max_length=16, choices=MetricKind.choices)
+    description = models.TextField(blank=True, default="")
+    labels = models.JSONField(default=dict, blank=True)
+    #: Canonical JSON of ``labels`` (sorted keys), part of the series' identity.
+    labels_key = models.CharField(max_length=512, blank=True, default="{}")
+    value = models.FloatField(default=0.0)
+    count = models.BigIntegerField(default=0)
+    sum = models.FloatField(default=0.0)
+    buckets = models.JSONField(default=list, blank=True)
+    bucket_counts = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "tasker_metric_series"
+        ordering = ["namespace", "template", "name", "labels_key"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace", "template", "name", "labels_key"],
+                name="tasker_metric_series_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.template} {self.name}{self.labels_key}"
+
+
+class MetricObservation(models.Model):
+    """One recorded value of a template metric, kept for alert windows (pruned)."""
+
+    namespace = models.CharField(max_length=128)
+    template = models.CharField(max_length=255)
+    name = models.CharField(max_length=128)
+    value = models.FloatField()
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "tasker_metric_observation"
+        ordering = ["-recorded_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["namespace", "template", "name", "recorded_at"],
+                name="tasker_metric_obs_window",
+            ),
+            models.Index(fields=["recorded_at"], name="tasker_metric_obs_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value} ({self.recorded_at:%Y-%m-%d %H:%M:%S})"
+
+
+class AlertStatus(models.TextChoices):
+    FIRING = "firing", _("firing")
+    RESOLVED = "resolved", _("resolved")
+
+
+class Alert(models.Model):
+    """A firing (or since resolved) ``monitoring.alerts`` rule of a template.
+
+    At most one firing row per (namespace, template, name); when the condition
+    clears the row is resolved and the next firing creates a new row (history).
+    """
+
+    namespace = models.CharField(max_length=128)
+    template = models.CharField(max_length=255)
+    named_task = models.ForeignKey(
+        NamedTask, on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts"
+    )
+    name = models.CharField(max_length=255)
+    severity = models.CharField(max_length=32, default="warning")
+    description = models.TextField(blank=True, default="")
+    condition = models.TextField()
+    status = models.CharField(
+        max_length=16, choices=AlertStatus.choices, default=AlertStatus.FIRING
+    )
+    #: The metric values the condition saw when it last fired or held.
+    values = models.JSONField(default=dict, blank=True)
+    fired_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    last_evaluated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "tasker_alert"
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace", "template", "name"],
+                condition=Q(status="firing"),
+                name="tasker_alert_one_firing",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "-fired_at"], name="tasker_alert_status")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"

@@ -1,0 +1,1 @@
+"""Security behaviour of templates: masking, encryption at rest, access control."""
