@@ -60,6 +60,13 @@ DEFAULTS: dict[str, Any] = {
     # matches when equal or ending in ``_<name>``); templates add
     # ``security.sensitive_fields``. None: tasker_django.security.masking's defaults.
     "SENSITIVE_FIELDS": None,
+    # AES-256-GCM keys for templates with security.encryption.enabled: base64 of 32
+    # bytes, newest first (the newest encrypts, all decrypt). An entry may be a dict
+    # {"key": ..., "id": ..., "created": "YYYY-MM-DD"}; ``created`` lets check W010
+    # compare the newest key's age with key_rotation_interval.
+    "ENCRYPTION_KEYS": [],
+    # Mask card numbers in the messages of the "tasker_django..." loggers (MaskingFilter).
+    "MASK_LOGS": True,
     # -- REST API (tasker_django.urls); see docs/api.md --
     # Page size of every list, and the largest ``page_size`` a client may ask for.
     "API_PAGE_SIZE": 50,

@@ -13,6 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .security.fields import EncryptedJSONField
+
 
 class TaskStatus(models.TextChoices):
     PENDING = "pending", _("pending")
@@ -168,7 +170,8 @@ class Task(models.Model):
 
     named_task = models.ForeignKey(NamedTask, on_delete=models.PROTECT, related_name="tasks")
     status = models.CharField(max_length=32, choices=TaskStatus.choices, default=TaskStatus.PENDING)
-    context = models.JSONField(default=dict, blank=True)
+    # Encrypted at rest when the template says so (security.encryption).
+    context = EncryptedJSONField(default=dict, blank=True)
     tags = models.JSONField(default=list, blank=True)
     initiator = models.CharField(max_length=255, blank=True, default="")
     source_system = models.CharField(max_length=255, blank=True, default="")
@@ -240,8 +243,8 @@ class WorkflowStep(models.Model):
     max_attempts = models.PositiveIntegerField(default=1)
     retryable = models.BooleanField(default=True)
     skippable = models.BooleanField(default=False)
-    inputs = models.JSONField(default=dict, blank=True)
-    results = models.JSONField(null=True, blank=True)
+    inputs = EncryptedJSONField(default=dict, blank=True)
+    results = EncryptedJSONField(null=True, blank=True)
     timeout_seconds = models.FloatField(null=True, blank=True)
     remaining_parents = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -39,6 +39,7 @@ from ..models import (
     WorkflowStep,
     WorkflowStepEdge,
 )
+from ..security import crypto
 from . import clock, dispatch
 from .backoff import retry_delay
 from .events import Event, emit_on_commit
@@ -229,7 +230,10 @@ def _loaded(c: Claim, rows: list[tuple[Any, ...]]) -> Loaded:
         for p in rows
         if p[20] is not None
     ]
-    return Loaded(claim=c, step=step, task=task, parents=parents)
+    loaded = Loaded(claim=c, step=step, task=task, parents=parents)
+    if crypto.MARKER in task["context"]:  # security.encryption: decrypt right after load
+        crypto.open_loaded(loaded)
+    return loaded
 
 
 def claim_and_load(step_id: int, worker: str | None = None) -> Loaded | None:
@@ -321,6 +325,7 @@ def _error_info(exc: BaseException) -> dict[str, Any]:
 def build_views(loaded: Loaded) -> tuple[Any, Any, Any]:
     from ..handlers.views import StepSequence, StepView, TaskView
 
+    crypto.check_opened(loaded)  # a value that did not decrypt fails the step for good
     t = loaded.task
     task_view = TaskView(
         id=t["id"],
@@ -613,7 +618,7 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
     stored, task_status, transitioned, ready = pg.finish_success(
         step_id=c.step_id,
         attempt=c.attempt,
-        results=_json_param(outcome.results),
+        results=_json_param(crypto.sealed_results(loaded, outcome.results)),
         now=now,
         claimed=c.claimed_at,
         duration_ms=outcome.duration_ms,
@@ -652,7 +657,7 @@ def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> F
                 """,  # noqa: S608
                 [
                     StepStatus.COMPLETE.value,
-                    _json_param(outcome.results),
+                    _json_param(crypto.sealed_results(loaded, outcome.results)),
                     _dt(now),
                     _dt(now),
                     c.step_id,

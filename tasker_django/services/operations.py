@@ -28,6 +28,7 @@ from ..models import (
     WorkflowStep,
     WorkflowStepEdge,
 )
+from ..security.crypto import seal_for_template, template_encrypts
 
 logger = logging.getLogger("tasker_django.operations")
 
@@ -321,7 +322,10 @@ def _finish_manually(
     previous = step.status
     WorkflowStep.objects.filter(pk=step.pk).update(
         status=status,
-        results=results if results is not None else step.results,
+        # security.encryption: operator results are encrypted like the engine's.
+        results=seal_for_template(task.named_task.template, results, "results")
+        if results is not None
+        else step.results,
         next_attempt_at=None,
         lease_expires_at=None,
         completed_at=now,
@@ -330,7 +334,19 @@ def _finish_manually(
     ready_children(step.pk, now)
     signal_name = "step.completed" if status == StepStatus.COMPLETE else "step.resolved"
     events = [
-        _action(task, action, _actor(actor), reason, step, previous, status, results=results),
+        _action(
+            task,
+            action,
+            _actor(actor),
+            reason,
+            step,
+            previous,
+            status,
+            # Events are not encrypted: an encrypting template's results stay out of them.
+            results="(encrypted)"
+            if results is not None and template_encrypts(task.named_task.template)
+            else results,
+        ),
         _step_signal(task, step, signal_name, actor=_actor(actor), reason=reason),
     ]
     events += refresh_task_status(task, now)

@@ -30,6 +30,7 @@ from ..models import (
     WorkflowStep,
     WorkflowStepEdge,
 )
+from ..security.crypto import check_encryption_ready, seal_context
 from .templates import find_template
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def create_task(
     context = {} if context is None else context
     validate_context(named_task, context)
     tags = _normalise_tags(named_task, tags)
+    check_encryption_ready(named_task.template)  # no keys: refuse, never store plain
     identity_hash = None
     if idempotency_key is not None:
         if not isinstance(idempotency_key, str) or not idempotency_key:
@@ -72,7 +74,8 @@ def create_task(
         with transaction.atomic():
             return _insert_task(
                 named_task,
-                context=context,
+                # Sealed: encrypted on INSERT when the template says so (security.encryption).
+                context=seal_context(named_task.template, context),
                 tags=tags,
                 initiator=initiator or "",
                 source_system=source_system or "",
