@@ -10,6 +10,8 @@
 | W003 | a loaded template names a handler that no longer resolves |
 | W004 | django-q2's ``timeout``/``retry`` do not leave room for step timeouts |
 | W005 | a loaded template's escalation rule names an unregistered action |
+| W008 | a loaded template's alert condition names a metric it neither declares nor has |
+| W009 | a ``monitoring`` section or ``ALERT_*`` setting that cannot work as written |
 """
 
 from __future__ import annotations
@@ -218,6 +220,22 @@ def _unregistered_actions(named_tasks: Any) -> list[Any]:
                     )
                 )
     return messages
+
+
+@register("tasker_django")
+def check_monitoring_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """W009: ``TASKER['ALERT_*']`` settings (monitoring/checks.py)."""
+    from .monitoring.checks import settings_messages
+
+    return settings_messages()
+
+
+@register("tasker_django", Tags.database)
+def check_monitoring(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """W008/W009 of the current templates' monitoring sections (two queries per database)."""
+    from .monitoring.checks import template_messages
+
+    return template_messages(databases)
 
 
 def _unresolved_handlers(steps: Any, registry: Any) -> list[Any]:

@@ -55,6 +55,11 @@ DEFAULTS: dict[str, Any] = {
     # {"escalate_to_support": "myapp.escalations.page_support"}; each is called
     # with the escalation event (a dict) after the failed attempt commits.
     "ESCALATION_ACTIONS": {},
+    # Event sinks templates route events to (events.step_events[].publish_to):
+    # {"monitoring": "myapp.sinks.Monitoring"}, a dotted path to a callable taking an
+    # event dict or to a class (instantiated once). "audit_log" and "logging" are
+    # built in (docs/events.md).
+    "EVENT_SINKS": {},
     # -- Security (docs/security.md) --
     # Keys whose values are masked in the admin, API, logs, events and errors (a key
     # matches when equal or ending in ``_<name>``); templates add

@@ -24,6 +24,11 @@ step_cancelled = Signal()
 custom_event = Signal()
 #: A failed attempt matched a template's ``error_handling.escalation_rules``.
 step_escalated = Signal()
+#: A template's ``monitoring.alerts`` condition started firing (``tasker_evaluate_alerts``);
+#: sent with ``sender=Alert``, ``alert`` (the row) and ``event`` (a dict of its fields).
+alert_fired = Signal()
+#: A firing alert's condition cleared; same arguments as ``alert_fired``.
+alert_resolved = Signal()
 
 #: Event name (as stored in ``TaskEvent.name``) -> signal.
 BY_EVENT = {

@@ -21,6 +21,7 @@ ENUM_NAME_OVERRIDES: dict[str, str] = {
     "StepStatusEnum": "tasker_django.models.StepStatus",
     "AttemptOutcomeEnum": "tasker_django.models.AttemptOutcome",
     "TaskEventKindEnum": "tasker_django.models.TaskEvent.Kind",
+    "AlertStatusEnum": "tasker_django.models.AlertStatus",
     "ReadyStatusEnum": "tasker_django.api.enums.READY_STATUSES",
     "CheckResultEnum": "tasker_django.api.enums.CHECK_RESULTS",
     "HealthStatusEnum": "tasker_django.api.enums.HEALTH_STATUSES",

@@ -17,6 +17,8 @@ Metrics (see docs/api.md):
 * ``tasker_stuck_steps{problem}``: steps stuck longer than ``API_STUCK_AFTER_SECONDS``;
 * ``tasker_overdue_tasks``: running tasks past their deadline;
 * ``tasker_broker_queue_size``: messages waiting in the broker (when it can tell).
+* ``tasker_template_<name>{namespace,template}``: the metrics templates declare in
+  ``monitoring.metrics`` (:mod:`tasker_django.monitoring.exporter`, docs/monitoring.md).
 """
 
 from __future__ import annotations
@@ -229,5 +231,8 @@ class MetricsView(NonJSONViewMixin, TaskerViewMixin, APIView):
     def get(self, request: Request) -> HttpResponse:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(TaskerCollector())
+        from ..monitoring.exporter import TemplateMetricsCollector
+
+        registry.register(TemplateMetricsCollector())  # monitoring.metrics of templates
         encoder, content_type = choose_encoder(request.META.get("HTTP_ACCEPT", ""))
         return HttpResponse(encoder(registry), content_type=content_type)

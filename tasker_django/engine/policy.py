@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..expressions import Condition, compile_condition
+from .publication import (
+    DEFAULT_EVENT_POLICY,
+    EventPolicy,
+    build_event_policy,
+    routed_custom_events,
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,8 @@ class Policy:
     escalations: tuple[Escalation, ...] = ()
     #: Declared custom events: name -> JSON Schema of the payload.
     custom_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Publication toggles, routing to sinks and audit logging (engine/publication.py).
+    events: EventPolicy = DEFAULT_EVENT_POLICY
 
     def classify(self, exc: BaseException) -> bool | None:
         """True: retryable, False: permanent, None: the template does not say.
@@ -54,6 +62,7 @@ def build_policy(template: dict[str, Any]) -> Policy:
         retryable_errors=frozenset(map(str, handling.get("retryable_errors") or [])),
         escalations=escalations,
         custom_events=declared_events(template),
+        events=build_event_policy(template),
     )
 
 
@@ -89,23 +98,33 @@ def declared_events(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     sources += list((sections.get("events") or {}).get("custom_events") or [])
     for step in template.get("steps") or []:
         sources += list(step.get("custom_events") or [])
-    return {
+    declared = {
         str(d["name"]): payload_schema(d) for d in sources if isinstance(d, dict) and d.get("name")
     }
+    # Names routed by events.step_events / workflow_events are custom events too (any payload).
+    for name in routed_custom_events(template):
+        declared.setdefault(name, {})
+    return declared
 
 
 _cache: dict[tuple[int, str], Policy] = {}
 _lock = threading.Lock()
 
 
-def policy_for(named_task_id: int, content_hash: str) -> Policy:
-    """The policy of a template revision (keyed by id and content, so never stale)."""
+def policy_for(
+    named_task_id: int, content_hash: str, template: dict[str, Any] | None = None
+) -> Policy:
+    """The policy of a template revision (keyed by id and content, so never stale).
+
+    ``template`` (the revision's JSON, when the caller has it) saves the query.
+    """
     key = (named_task_id, content_hash)
     policy = _cache.get(key)
     if policy is None:
         from ..models import NamedTask
 
-        template = NamedTask.objects.values_list("template", flat=True).get(pk=named_task_id)
+        if template is None:
+            template = NamedTask.objects.values_list("template", flat=True).get(pk=named_task_id)
         policy = build_policy(template)
         with _lock:
             if len(_cache) > 10_000:

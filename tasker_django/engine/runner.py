@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -460,7 +460,6 @@ def publish_custom_event(loaded: Loaded, name: str, payload: dict[str, Any]) -> 
     """
     from jsonschema import Draft202012Validator
 
-    from .events import send_signals
     from .policy import policy_for
 
     declared = policy_for(loaded.step["named_task_id"], loaded.step["template_hash"]).custom_events
@@ -484,15 +483,7 @@ def publish_custom_event(loaded: Loaded, name: str, payload: dict[str, Any]) -> 
         )
     event = _step_event(loaded, f"custom.{name}", event=name, data=payload)
     event.kind = TaskEvent.Kind.EVENT
-    TaskEvent.objects.create(
-        task_id=event.task_id,
-        step_id=event.step_id,
-        kind=event.kind,
-        name=event.name,
-        payload=event.payload,
-        created_at=clock.now(),
-    )
-    transaction.on_commit(lambda: send_signals([event]))
+    emit_on_commit([event], clock.now())  # stored (and audited), signalled and routed
 
 
 def _template_says(loaded: Loaded, exc: BaseException, default: bool) -> bool:
@@ -561,7 +552,15 @@ def _step_event(
         "attempt": loaded.claim.attempt,
         **extra,
     }
-    return Event(name=name, task_id=t["id"], step_id=s["id"], payload=payload, at=at, signal=signal)
+    return Event(
+        name=name,
+        task_id=t["id"],
+        step_id=s["id"],
+        payload=payload,
+        at=at,
+        signal=signal,
+        template_ref=(s["named_task_id"], s["template_hash"]),
+    )
 
 
 def _task_event(loaded: Loaded, name: str, **extra: Any) -> Event:
@@ -573,7 +572,14 @@ def _task_event(loaded: Loaded, name: str, **extra: Any) -> Event:
         "version": t["version"],
         **extra,
     }
-    return Event(name=name, task_id=t["id"], step_id=None, payload=payload)
+    s = loaded.step
+    return Event(
+        name=name,
+        task_id=t["id"],
+        step_id=None,
+        payload=payload,
+        template_ref=(s["named_task_id"], s["template_hash"]),
+    )
 
 
 def finish(loaded: Loaded, outcome: Outcome, *, allow_eager: bool = False) -> Finished:
@@ -608,6 +614,7 @@ def _record_discarded(loaded: Loaded, outcome: Outcome, now: datetime) -> Finish
 
 
 def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> Finished:
+    from ..security.audit import audit_events, audits
     from . import pg
     from .events import send_signals
 
@@ -615,18 +622,24 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
     now = clock.now()
     completed = _step_event(loaded, "step.completed", duration_ms=round(outcome.duration_ms, 3))
     task_done = _task_event(loaded, "task.completed")
-    stored, task_status, transitioned, ready = pg.finish_success(
-        step_id=c.step_id,
-        attempt=c.attempt,
-        results=_json_param(crypto.sealed_results(loaded, outcome.results)),
-        now=now,
-        claimed=c.claimed_at,
-        duration_ms=outcome.duration_ms,
-        worker=c.worker,
-        started_payload=_json_param(_step_event(loaded, "step.started").payload),
-        completed_payload=_json_param(completed.payload),
-        task_payload=_json_param(task_done.payload),
-    )
+    # security.audit_logging: the statement and the audit records commit together.
+    audited = audits(loaded.step["named_task_id"], loaded.step["template_hash"])
+    with transaction.atomic() if audited else nullcontext():
+        stored, task_status, transitioned, ready = pg.finish_success(
+            step_id=c.step_id,
+            attempt=c.attempt,
+            results=_json_param(crypto.sealed_results(loaded, outcome.results)),
+            now=now,
+            claimed=c.claimed_at,
+            duration_ms=outcome.duration_ms,
+            worker=c.worker,
+            started_payload=_json_param(_step_event(loaded, "step.started").payload),
+            completed_payload=_json_param(completed.payload),
+            task_payload=_json_param(task_done.payload),
+        )
+        if stored and audited:
+            started = _step_event(loaded, "step.started", at=c.claimed_at)
+            audit_events([started, completed, *([task_done] if transitioned else [])], now)
     if not stored:
         return _record_discarded(loaded, outcome, now)
     eager = None

@@ -51,6 +51,7 @@ class StepHandler:
     # Set by the engine on the instance while a step runs.
     _tasker_heartbeat: Callable[[], None] | None = None
     _tasker_publish_event: Callable[[str, dict[str, Any]], None] | None = None
+    _tasker_record_metric: Callable[[str, Any, dict[str, Any] | None, bool], bool] | None = None
 
     def __init_subclass__(
         cls,
@@ -145,6 +146,28 @@ class StepHandler:
                 "publish_event is only available while the handler runs inside tasker"
             )
         callback(name, dict(payload or {}))
+
+    def record_metric(
+        self,
+        name: str,
+        value: float = 1,
+        labels: dict[str, Any] | None = None,
+        *,
+        required: bool = True,
+    ) -> bool:
+        """Record a value of a metric the template declares (``monitoring.metrics``).
+
+        Counters add ``value`` (default 1; negative values are refused), gauges set it,
+        histograms observe it. An undeclared name raises PermanentError
+        ``UNDECLARED_METRIC`` unless ``required=False`` (then nothing is recorded and
+        False is returned); a non-number raises ``INVALID_METRIC_VALUE``.
+        """
+        callback = self._tasker_record_metric
+        if callback is None:
+            raise RuntimeError(
+                "record_metric is only available while the handler runs inside tasker"
+            )
+        return callback(name, value, labels, required)
 
     @classmethod
     def class_metadata(cls, config: dict[str, Any] | None = None) -> dict[str, Any]:

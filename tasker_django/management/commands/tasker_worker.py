@@ -37,6 +37,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         interval = options["sweep_interval"] or float(tasker_settings.SWEEP_INTERVAL)
+        if tasker_settings.ALERT_SCHEDULE is True:
+            from tasker_django.monitoring.alerts import install_schedule
+
+            schedule, what = install_schedule()
+            self.stdout.write(
+                f"tasker worker: alert schedule {what} (every {schedule.minutes} min)"
+            )
         cluster = None
         if not options["no_cluster"]:
             from django_q.cluster import Cluster
