@@ -141,6 +141,15 @@ TASKER = {
         name: f"example_project.payments.escalations.{name}"
         for name in ("escalate_to_support", "escalate_to_security", "escalate_to_manual_review")
     },
+    # Sinks the seed's payment_workflow routes events to (events.*.publish_to); each
+    # logs on payments.sinks.<name>. audit_log and logging are built in.
+    "EVENT_SINKS": {
+        "monitoring": "example_project.payments.sinks.Monitoring",
+        "analytics": "example_project.payments.sinks.Analytics",
+        "alerting": "example_project.payments.sinks.Alerting",
+        "customer_updates": "example_project.payments.sinks.CustomerUpdates",
+        "fraud_detection": "example_project.payments.sinks.FraudDetection",
+    },
 }
 
 LOGGING = {

@@ -10,6 +10,8 @@
 | W003 | a loaded template names a handler that no longer resolves |
 | W004 | django-q2's ``timeout``/``retry`` do not leave room for step timeouts |
 | W005 | a loaded template's escalation rule names an unregistered action |
+| W006 | a loaded template routes events to a sink ``TASKER['EVENT_SINKS']`` lacks |
+| W007 | ``events`` / ``audit_logging`` settings (or ``EVENT_SINKS``) that have no effect |
 | W008 | a loaded template's alert condition names a metric it neither declares nor has |
 | W009 | a ``monitoring`` section or ``ALERT_*`` setting that cannot work as written |
 """
@@ -236,6 +238,35 @@ def check_monitoring(app_configs: Any = None, databases: Any = None, **kwargs: A
     from .monitoring.checks import template_messages
 
     return template_messages(databases)
+
+
+@register("tasker_django")
+def check_event_sinks(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """W007: ``TASKER['EVENT_SINKS']`` entries that do not load (engine/publication.py)."""
+    from .engine.publication import check_sink_settings
+
+    return check_sink_settings()
+
+
+@register("tasker_django", Tags.database)
+def check_event_routing(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """W006/W007 of the current templates' events and audit_logging (one query per database)."""
+    from .engine.publication import check_templates
+    from .models import NamedTask
+
+    messages: list[Any] = []
+    for alias in databases or ():
+        try:
+            rows = list(
+                NamedTask.objects.using(alias)
+                .filter(is_current=True)
+                .order_by("namespace__name", "name", "version")
+                .values_list("template", flat=True)
+            )
+        except DatabaseError:
+            continue  # not migrated yet
+        messages.extend(check_templates(rows))
+    return messages
 
 
 def _unresolved_handlers(steps: Any, registry: Any) -> list[Any]:

@@ -60,6 +60,14 @@ DEFAULTS: dict[str, Any] = {
     # event dict or to a class (instantiated once). "audit_log" and "logging" are
     # built in (docs/events.md).
     "EVENT_SINKS": {},
+    # -- Monitoring (docs/monitoring.md) --
+    # Seconds of history an alert condition looks at (tasker_evaluate_alerts --window).
+    "ALERT_WINDOW": 300,
+    # Seconds between scheduled alert evaluations (django-q2 schedules have minute
+    # resolution: rounded up to whole minutes).
+    "ALERT_INTERVAL": 60,
+    # True: tasker_worker installs (or updates) the alert schedule when it starts.
+    "ALERT_SCHEDULE": False,
     # -- Security (docs/security.md) --
     # Keys whose values are masked in the admin, API, logs, events and errors (a key
     # matches when equal or ending in ``_<name>``); templates add

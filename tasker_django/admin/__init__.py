@@ -16,12 +16,14 @@ permissions ``tasker_django.retry_step``, ``resolve_step``, ``cancel_step`` and
 from __future__ import annotations
 
 from .alerts import AlertAdmin
+from .audit import AuditRecordAdmin
 from .definitions import NamedTaskAdmin, NamespaceAdmin
 from .steps import StepAttemptAdmin, TaskEventAdmin, WorkflowStepAdmin
 from .tasks import TaskAdmin
 
 __all__ = [
     "AlertAdmin",
+    "AuditRecordAdmin",
     "NamedTaskAdmin",
     "NamespaceAdmin",
     "StepAttemptAdmin",

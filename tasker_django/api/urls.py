@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import SimpleRouter
 
-from . import alerts, graphs, health, metrics, schema, views
+from . import alerts, audit, graphs, health, metrics, schema, views
 
 router = SimpleRouter()
 router.register("tasks", views.TaskViewSet, basename="task")
@@ -42,6 +42,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     path(f"{TEMPLATE}graph/svg/", graphs.TemplateGraphSVGView.as_view(), name="template-graph-svg"),
     path("handlers/", views.HandlerListView.as_view(), name="handler-list"),
+    path("audit/", audit.AuditRecordListView.as_view(), name="audit-list"),
     path("alerts/", alerts.AlertListView.as_view(), name="alert-list"),
     path("alerts/<str:alert_id>/", alerts.AlertDetailView.as_view(), name="alert-detail"),
     path("health/live/", health.LiveView.as_view(), name="health-live"),

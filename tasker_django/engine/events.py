@@ -27,36 +27,83 @@ class Event:
     to_status: str = ""
     actor: str = ""
     reason: str = ""
+    #: (NamedTask id, content hash) of the task's template: its publication toggles,
+    #: routing and audit settings (engine/publication.py). None: looked up by task.
+    template_ref: tuple[int, str] | None = None
+
+
+def template_ref(named_task: Any) -> tuple[int, str]:
+    """The ``template_ref`` of a loaded ``NamedTask`` (primes the policy cache, no query)."""
+    from .policy import policy_for
+
+    policy_for(named_task.pk, named_task.content_hash, named_task.template)
+    return (named_task.pk, named_task.content_hash)
+
+
+def _fill_template_refs(events: list[Event]) -> None:
+    """Give events created without a ``template_ref`` their task's (one query)."""
+    missing = {e.task_id for e in events if e.template_ref is None}
+    if not missing:
+        return
+    refs = {
+        pk: (named_task_id, content_hash)
+        for pk, named_task_id, content_hash in Task.objects.filter(pk__in=missing).values_list(
+            "pk", "named_task_id", "named_task__content_hash"
+        )
+    }
+    for e in events:
+        if e.template_ref is None:
+            e.template_ref = refs.get(e.task_id)
 
 
 def emit_on_commit(events: list[Event], now: datetime) -> None:
-    """Insert the events (one statement) and send their signals once the transaction commits."""
+    """Insert the events (one statement) and send their signals once the transaction commits.
+
+    Events of templates with ``security.audit_logging`` also get their audit records,
+    inserted in the same transaction as the events.
+    """
     if not events:
         return
-    TaskEvent.objects.bulk_create(
-        [
-            TaskEvent(
-                task_id=e.task_id,
-                step_id=e.step_id,
-                kind=e.kind,
-                name=e.name,
-                from_status=e.from_status,
-                to_status=e.to_status,
-                actor=e.actor[:255],
-                reason=e.reason,
-                payload=e.payload,
-                created_at=e.at or now,
-            )
-            for e in events
-        ]
-    )
+    from ..security.audit import audit_records, write
+
+    _fill_template_refs(events)
+    for e in events:
+        e.at = e.at or now
+    rows = [
+        TaskEvent(
+            task_id=e.task_id,
+            step_id=e.step_id,
+            kind=e.kind,
+            name=e.name,
+            from_status=e.from_status,
+            to_status=e.to_status,
+            actor=e.actor[:255],
+            reason=e.reason,
+            payload=e.payload,
+            created_at=e.at,
+        )
+        for e in events
+    ]
+    audit = audit_records(events, now)
+    if audit:
+        with transaction.atomic():
+            TaskEvent.objects.bulk_create(rows)
+            write(audit)
+    else:
+        TaskEvent.objects.bulk_create(rows)
     to_signal = [e for e in events if e.signal]
     if to_signal:
         transaction.on_commit(lambda: send_signals(to_signal))
 
 
 def send_signals(events: list[Event]) -> None:
+    """Publish the events: their signals, and the sinks their template routes them to.
+
+    A template's ``events.publish_*`` toggles and ``settings.event_publishing`` switch
+    both off per event (the ``TaskEvent`` row is stored regardless).
+    """
     from ..signals import BY_EVENT
+    from .publication import deliver, policy_of
 
     for e in events:
         sig = BY_EVENT.get("custom" if e.name.startswith("custom.") else e.name)
@@ -67,13 +114,16 @@ def send_signals(events: list[Event]) -> None:
             e.step_id if e.step_id is not None else "-",
             extra={"task_id": e.task_id, "step_id": e.step_id, "event": e.name},
         )
-        if sig is None:
-            continue
-        sender = Task if e.name.startswith("task.") else WorkflowStep
-        try:
-            sig.send(sender=sender, event=e.payload)
-        except Exception:
-            logger.exception("a receiver of %s failed (task %s)", e.name, e.task_id)
+        policy = policy_of(e)
+        published = policy is None or policy.publishes(e.name)
+        if sig is not None and published:
+            sender = Task if e.name.startswith("task.") else WorkflowStep
+            try:
+                sig.send(sender=sender, event=e.payload)
+            except Exception:
+                logger.exception("a receiver of %s failed (task %s)", e.name, e.task_id)
+        if published and policy is not None and policy.routes:
+            deliver(e, policy)
         if e.name == "step.escalated":
             run_escalation_action(e.payload)
 

@@ -377,6 +377,7 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
     """Run the handler; never raises for handler problems (they become outcomes)."""
     from ..handlers.errors import PermanentError, RetryableError
     from ..handlers.registry import registry
+    from ..monitoring.recording import record_for_step
 
     s = loaded.step
     started = time.monotonic()
@@ -394,6 +395,9 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
         handler._tasker_heartbeat = heartbeat
         handler._tasker_publish_event = lambda name, payload: publish_custom_event(
             loaded, name, payload
+        )
+        handler._tasker_record_metric = lambda name, value, labels, required: record_for_step(
+            loaded, name, value, labels, required
         )
         base_logger = handler.logger
         if isinstance(base_logger, logging.LoggerAdapter):

@@ -26,7 +26,6 @@ from ..models import (
     NamedTask,
     StepStatus,
     Task,
-    TaskEvent,
     WorkflowStep,
     WorkflowStepEdge,
 )
@@ -233,14 +232,27 @@ def _insert_task(named_task: NamedTask, **fields: Any) -> Task:
             "pk", flat=True
         )
     )
-    TaskEvent.objects.create(
-        task=task,
-        name="task.created",
-        to_status=task.status,
-        actor=task.initiator,
-        reason=task.reason,
-        payload={"named_task": str(named_task), "steps": total, "root_steps": len(root_ids)},
-        created_at=now,
+    from ..engine.events import Event, emit_on_commit, template_ref
+
+    emit_on_commit(  # stored, and audited when the template says so (not signalled)
+        [
+            Event(
+                name="task.created",
+                task_id=task.pk,
+                step_id=None,
+                to_status=task.status,
+                actor=task.initiator,
+                reason=task.reason,
+                payload={
+                    "named_task": str(named_task),
+                    "steps": total,
+                    "root_steps": len(root_ids),
+                },
+                signal=False,
+                template_ref=template_ref(named_task),
+            )
+        ],
+        now,
     )
     from ..engine import dispatch
 
