@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import subprocess
@@ -213,17 +214,19 @@ def test_seed_template_metrics_are_exported(load_template: Any) -> None:
 # -- refusals ------------------------------------------------------------------------------
 
 
-def failed_step(task: Any) -> WorkflowStep:
+def failed_step(task: Any) -> dict[str, Any]:
+    """The last error of the task's only step, which failed for good on its first attempt."""
     step = WorkflowStep.objects.get(task=task)
     assert step.status == StepStatus.ERROR and step.attempts == 1  # permanent: no retry
-    return step
+    assert isinstance(step.last_error, dict)
+    return step.last_error
 
 
 @pytest.mark.django_db
 def test_undeclared_metric_is_a_permanent_error(load_template: Any) -> None:
-    step = failed_step(run(load_template, [["made_up", 1]]))
-    assert step.last_error["error_code"] == "UNDECLARED_METRIC"
-    assert "payments_processed" in step.last_error["message"]  # lists the declared ones
+    error = failed_step(run(load_template, [["made_up", 1]]))
+    assert error["error_code"] == "UNDECLARED_METRIC"
+    assert "payments_processed" in error["message"]  # lists the declared ones
     assert not MetricObservation.objects.exists()
 
 
@@ -252,8 +255,8 @@ def test_undeclared_metric_not_required_is_skipped(load_template: Any) -> None:
 def test_bad_values_and_labels_are_refused(
     load_template: Any, name: str, value: Any, labels: Any, code: str
 ) -> None:
-    step = failed_step(run(load_template, [[name, value, labels]]))
-    assert step.last_error["error_code"] == code
+    error = failed_step(run(load_template, [[name, value, labels]]))
+    assert error["error_code"] == code
     assert not MetricSeries.objects.filter(name=name, count__gt=0).exists()
     assert not MetricObservation.objects.exists()
 
@@ -367,3 +370,73 @@ def test_counter_and_histogram_updates_are_atomic_across_processes(tmp_path: Pat
     assert lat.count == 2 * n and lat.bucket_counts == [n, n]
     assert math.isclose(lat.sum, n * 0.5 + n * 1.5)
     assert MetricObservation.objects.filter(template="race").count() == 4 * n
+
+
+# -- the example project's handlers ----------------------------------------------------------
+
+SEED_CONTEXT = {
+    "order_id": 1,
+    "customer_id": 7,
+    "amount": 42.5,
+    "currency": "USD",
+    "payment_info": {"amount": 42.5, "currency": "USD", "card_token": "tok_1234567890"},
+}
+
+
+#: The seed's payment_workflow encrypts its data at rest: the tests give it a key.
+TEST_KEY = base64.b64encode(bytes(range(50, 82))).decode()
+
+
+@pytest.mark.django_db
+def test_example_handlers_record_the_seed_metrics(load_template: Any, settings: Any) -> None:
+    settings.TASKER = {**settings.TASKER, "ENCRYPTION_KEYS": [TEST_KEY]}
+    for name in ("payment_processing_task.yaml", "payment_workflow.yaml"):
+        load_template((SEED_DIR / name).read_text())
+    for name, namespace, method in (
+        ("payment_processing_workflow", "payment_processing", "credit_card"),
+        ("payment_workflow", "default", "card"),
+    ):
+        context = {**SEED_CONTEXT, "payment_method": method}
+        task = run_task_to_completion(create_task(name, namespace=namespace, context=context))
+        assert task.status == TaskStatus.COMPLETE, list(task.steps.values("name", "last_error"))
+    seen = set(MetricObservation.objects.values_list("template", "name"))
+    assert {
+        ("payment_processing_workflow", "payment_processing_duration"),
+        ("payment_processing_workflow", "payment_success_rate"),
+        ("payment_processing_workflow", "notification_delivery_rate"),
+        ("payment_workflow", "step_execution_time"),
+        ("payment_workflow", "step_success_rate"),
+        ("payment_workflow", "payment_processing_volume"),
+    } <= seen
+    # Nothing undeclared was recorded (the handlers pass required=False).
+    assert ("payment_processing_workflow", "step_execution_time") not in seen
+    rate = MetricSeries.objects.get(
+        template="payment_processing_workflow", name="payment_success_rate"
+    )
+    assert rate.value == 1.0
+    volume = MetricSeries.objects.get(template="payment_workflow", name="payment_processing_volume")
+    assert volume.value == 1.0
+    steps = MetricSeries.objects.get(template="payment_workflow", name="step_execution_time")
+    assert steps.count == 5  # one observation per step of the workflow
+
+
+@pytest.mark.django_db
+def test_example_handlers_record_failed_payments_too(load_template: Any) -> None:
+    load_template((SEED_DIR / "payment_processing_task.yaml").read_text())
+    ok = {**SEED_CONTEXT, "payment_method": "credit_card"}
+    run_task_to_completion(
+        create_task("payment_processing_workflow", "payment_processing", context=ok)
+    )
+    too_much = {**ok, "amount": 50_000, "payment_info": {**ok["payment_info"], "amount": 50_000}}
+    task = run_task_to_completion(
+        create_task("payment_processing_workflow", "payment_processing", context=too_much)
+    )
+    assert task.status == TaskStatus.ERROR
+    rates = list(
+        MetricObservation.objects.filter(name="payment_success_rate")
+        .order_by("id")
+        .values_list("value", flat=True)
+    )
+    assert rates == [1.0, 0.5]  # the failed attempt counts: 1 of 2 succeeded
+    durations = MetricObservation.objects.filter(name="payment_processing_duration")
+    assert durations.count() == 2

@@ -23,6 +23,8 @@ from django.utils import timezone
 
 from tasker_django import PermanentError, RetryableError, StepHandler
 
+from .metrics import measured
+
 #: Notification channels the notification handler knows, unless its config narrows them.
 NOTIFICATION_TYPES = ("email", "sms", "push")
 
@@ -95,6 +97,11 @@ def parent_payment(sequence: Any) -> dict[str, Any]:
 # -- the payment workflows ------------------------------------------------------------------
 
 
+@measured(
+    "payment_processing_duration",
+    rate="payment_success_rate",
+    volume="payment_processing_volume",
+)
 class PaymentProcessingStepHandler(StepHandler):
     """Charges the customer through the configured gateway.
 
@@ -190,6 +197,7 @@ class PaymentProcessingStepHandler(StepHandler):
         }
 
 
+@measured()
 class PaymentVerificationStepHandler(StepHandler):
     """Confirms the payment the parent step made (config ``verification_method``)."""
 
@@ -210,6 +218,7 @@ class PaymentVerificationStepHandler(StepHandler):
         }
 
 
+@measured(rate="notification_delivery_rate")
 class NotificationStepHandler(StepHandler):
     """Tells the customer about the payment by email, sms or push.
 
@@ -265,6 +274,7 @@ class NotificationStepHandler(StepHandler):
         }
 
 
+@measured()
 class CustomerUpdateStepHandler(StepHandler):
     """Records the payment in the customer's history (config ``update_fields``)."""
 
@@ -278,6 +288,7 @@ class CustomerUpdateStepHandler(StepHandler):
         }
 
 
+@measured()
 class AnalyticsStepHandler(StepHandler):
     """Emits analytics for the payment (config ``metrics_to_track``)."""
 

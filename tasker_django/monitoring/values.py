@@ -129,7 +129,9 @@ def builtin_values(
     if tasks:
         done = sum(1 for status, _s, _c in tasks if status in _DONE)
         values["workflow_completion_rate"] = done / len(tasks)
-        durations = [(c - s).total_seconds() for _st, s, c in tasks if s is not None]
+        durations = [
+            (c - s).total_seconds() for _st, s, c in tasks if s is not None and c is not None
+        ]
         if durations:
             values["task_duration"] = p95(durations)
     return values
