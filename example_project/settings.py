@@ -141,6 +141,18 @@ TASKER = {
         name: f"example_project.payments.escalations.{name}"
         for name in ("escalate_to_support", "escalate_to_security", "escalate_to_manual_review")
     },
+    # The external services handlers get with self.service(name), and the mocks the
+    # seed's payment_workflow names in testing.mock_services (tasker_test_scenarios).
+    "SERVICES": {
+        "payment_gateway": "example_project.payments.services.SimulatedGateway",
+        "notification_service": "example_project.payments.services.SimulatedNotifier",
+        "analytics_service": "example_project.payments.services.SimulatedAnalytics",
+    },
+    "MOCK_SERVICES": {
+        "mock_stripe": "example_project.payments.mocks.MockStripe",
+        "mock_email": "example_project.payments.mocks.MockEmail",
+        "mock_analytics": "example_project.payments.mocks.MockAnalytics",
+    },
     # Sinks the seed's payment_workflow routes events to (events.*.publish_to); each
     # logs on payments.sinks.<name>. audit_log and logging are built in.
     "EVENT_SINKS": {

@@ -14,6 +14,7 @@
 | W007 | ``events`` / ``audit_logging`` settings (or ``EVENT_SINKS``) that have no effect |
 | W008 | a loaded template's alert condition names a metric it neither declares nor has |
 | W009 | a ``monitoring`` section or ``ALERT_*`` setting that cannot work as written |
+| W012 | a loaded template's ``testing`` section names an unknown mock or step |
 """
 
 from __future__ import annotations
@@ -298,4 +299,37 @@ def _unresolved_handlers(steps: Any, registry: Any) -> list[Any]:
                     id="tasker_django.W003",
                 )
             )
+    return messages
+
+
+@register("tasker_django", Tags.database)
+def check_test_scenarios(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Any]:
+    """W012: current templates' ``testing`` sections (testing/scenarios.py)."""
+    from .models import NamedTask
+    from .testing.scenarios import template_label, testing_section_warnings
+
+    messages: list[Any] = []
+    for alias in databases or ():
+        try:
+            rows = list(
+                NamedTask.objects.using(alias)
+                .filter(is_current=True)
+                .order_by("namespace__name", "name", "version")
+                .values_list("template", flat=True)
+            )
+        except DatabaseError:
+            continue  # not migrated yet
+        for template in rows:
+            messages += [
+                Warning(
+                    f"Template {template_label(template)}: {problem}.",
+                    hint="Mocks are registered in TASKER['MOCK_SERVICES'] (name: dotted path "
+                    "to a class taking the scenario); scenarios name only the template's steps "
+                    "(docs/testing.md). tasker_test_scenarios fails a scenario it cannot run.",
+                    id="tasker_django.W012",
+                )
+                for problem in testing_section_warnings(template or {})
+            ]
     return messages

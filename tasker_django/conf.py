@@ -60,6 +60,13 @@ DEFAULTS: dict[str, Any] = {
     # event dict or to a class (instantiated once). "audit_log" and "logging" are
     # built in (docs/events.md).
     "EVENT_SINKS": {},
+    # -- Services and test scenarios (docs/testing.md) --
+    # External services handlers get with ``self.service(name)``: {"payment_gateway":
+    # "myapp.gateways.Stripe"} (a class or dotted path, instantiated without arguments).
+    "SERVICES": {},
+    # Mocks named by templates' testing.mock_services: {"mock_stripe":
+    # "myapp.mocks.MockStripe"}; in a test scenario each is created with the scenario.
+    "MOCK_SERVICES": {},
     # -- Monitoring (docs/monitoring.md) --
     # Seconds of history an alert condition looks at (tasker_evaluate_alerts --window).
     "ALERT_WINDOW": 300,

@@ -100,6 +100,15 @@ TASKER: dict = {
     "REKICK_AFTER_SECONDS": 3,
     "SWEEP_INTERVAL": 0.2,
     "DEFAULT_STEP_TIMEOUT": 60,
+    # The example project's mocks, named by the seed payment_workflow's testing section.
+    "MOCK_SERVICES": {
+        name: f"example_project.payments.mocks.{cls}"
+        for name, cls in (
+            ("mock_stripe", "MockStripe"),
+            ("mock_email", "MockEmail"),
+            ("mock_analytics", "MockAnalytics"),
+        )
+    },
 }
 
 REST_FRAMEWORK = {

@@ -24,6 +24,7 @@ from django.utils import timezone
 from tasker_django import PermanentError, RetryableError, StepHandler
 
 from .metrics import measured
+from .services import SimulatedAnalytics, SimulatedGateway, SimulatedNotifier
 
 #: Notification channels the notification handler knows, unless its config narrows them.
 NOTIFICATION_TYPES = ("email", "sms", "push")
@@ -170,9 +171,17 @@ class PaymentProcessingStepHandler(StepHandler):
         fee = amount * Decimal(str(self.config.get("fee_percent", 2.9))) / 100 + Decimal(
             str(self.config.get("fee_fixed", "0.30"))
         )
+        payment_id = _stable_id("pay", task.id, step.id)
+        # TASKER["SERVICES"]["payment_gateway"]; a test scenario's mock may decline.
+        charged = self.service("payment_gateway", default=SimulatedGateway).charge(
+            amount=_money(amount),
+            currency=currency,
+            payment_method=method,
+            idempotency_key=payment_id,
+        )
         return {
             "status": "completed",
-            "payment_id": _stable_id("pay", task.id, step.id),
+            "payment_id": payment_id,
             "amount": _money(amount),
             "currency": currency,
             "payment_method": method,
@@ -180,6 +189,7 @@ class PaymentProcessingStepHandler(StepHandler):
             or self.config.get("processor")
             or "example_gateway",
             "fee": _money(fee),
+            **(charged or {}),
         }
 
     def process_results(
@@ -260,17 +270,26 @@ class NotificationStepHandler(StepHandler):
             "sms": task.context.get("customer_phone") or f"+1-555-{customer}",
             "push": f"device:customer-{customer}",
         }
+        template = self.config.get("template") or self.config.get(
+            "default_template", "payment_confirmation"
+        )
+        delivered = self.service("notification_service", default=SimulatedNotifier).send(
+            kind=kind,
+            recipient=recipients[kind],
+            template=template,
+            payment_id=payment.get("payment_id"),
+        )
         return {
             "sent": True,
             "type": kind,
             "recipient": recipients[kind],
             "provider": (self.config.get("providers") or {}).get(kind, f"example_{kind}"),
-            "template": self.config.get("template")
-            or self.config.get("default_template", "payment_confirmation"),
+            "template": template,
             "payment_id": payment.get("payment_id"),
             "amount": payment.get("amount"),
             "currency": payment.get("currency"),
             "message_id": _stable_id("msg", task.id, step.id),
+            **(delivered or {}),
         }
 
 
@@ -294,10 +313,15 @@ class AnalyticsStepHandler(StepHandler):
 
     def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
         payment = parent_payment(sequence)
+        metrics = list(self.config.get("metrics_to_track") or [])
+        tracked = self.service("analytics_service", default=SimulatedAnalytics).track(
+            metrics=metrics, payment_id=payment.get("payment_id")
+        )
         return {
-            "tracked": list(self.config.get("metrics_to_track") or []),
+            "tracked": metrics,
             "payment_id": payment.get("payment_id"),
             "steps_in_workflow": sequence.total_steps,
+            **(tracked or {}),
         }
 
 

@@ -377,6 +377,7 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
     """Run the handler; never raises for handler problems (they become outcomes)."""
     from ..handlers.errors import PermanentError, RetryableError
     from ..handlers.registry import registry
+    from ..handlers.services import injected_timeout
     from ..monitoring.recording import record_for_step
 
     s = loaded.step
@@ -404,6 +405,9 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
             base_logger = base_logger.logger
         handler.logger = StepLogger(base_logger, {"task_id": loaded.task["id"], "step_id": s["id"]})
         task_view, sequence, step_view = build_views(loaded)
+        injected = injected_timeout(loaded.task["id"], s["name"], loaded.claim.attempt)
+        if injected:  # a test scenario's timeout_step (tasker_django.testing.scenarios)
+            raise StepTimeout(injected)
         with _time_limit(timeout):
             output = handler.process(task_view, sequence, step_view)
             results = handler.process_results(step_view, output, None)

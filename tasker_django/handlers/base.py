@@ -147,6 +147,17 @@ class StepHandler:
             )
         callback(name, dict(payload or {}))
 
+    def service(self, name: str, default: Any = None) -> Any:
+        """The external service ``name``: an instance of ``TASKER["SERVICES"][name]``.
+
+        ``default`` (a class or dotted path) is used when the setting does not name
+        the service. In a test scenario the template's ``testing.mock_services`` mock
+        replaces it (see :mod:`tasker_django.handlers.services`).
+        """
+        from .services import get_service
+
+        return get_service(self, name, default)
+
     def record_metric(
         self,
         name: str,

@@ -24,6 +24,11 @@ _EXPORTS = {
     "Foundation": "helpers",
     "run_task_to_completion": "inline",
     "FakeClock": "inline",
+    "Scenario": "scenarios",
+    "ScenarioCase": "scenarios",
+    "ScenarioResult": "scenarios",
+    "run_scenario": "scenarios",
+    "scenario_params": "scenarios",
 }
 
 __all__ = sorted(_EXPORTS)
