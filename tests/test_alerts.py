@@ -168,6 +168,29 @@ def test_signals_wait_for_the_commit(
     assert len(captured.fired) == 1
 
 
+def test_a_failing_receiver_does_not_stop_the_others(
+    template: Any,
+    fake: FakeClock,
+    captured: Captured,
+    caplog: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    alert_fired.disconnect(captured.on_fired)
+    alert_fired.connect(broken)  # called first
+    alert_fired.connect(captured.on_fired)
+    try:
+        record("mon", "mon_alerts", RATIO, 0.2)
+        with caplog.at_level("ERROR", logger="tasker_django.alerts"):
+            evaluate(django_capture_on_commit_callbacks)
+    finally:
+        alert_fired.disconnect(broken)
+    assert [e["name"] for e in captured.fired] == ["low_ratio"]
+    assert "a receiver of alert_fired failed" in caplog.text
+
+
 def test_transitions_are_logged(
     template: Any, fake: FakeClock, caplog: Any, django_capture_on_commit_callbacks: Any
 ) -> None:

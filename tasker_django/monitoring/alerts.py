@@ -110,10 +110,11 @@ def _send(signal_name: str, alert: Alert) -> None:
     from .. import signals
 
     signal = getattr(signals, signal_name)
-    try:
-        signal.send(sender=Alert, alert=alert, event=_event(alert))
-    except Exception:
-        logger.exception("a receiver of %s failed (alert %s)", signal_name, alert.pk)
+    for _receiver, answer in signal.send_robust(sender=Alert, alert=alert, event=_event(alert)):
+        if isinstance(answer, Exception):
+            logger.error(
+                "a receiver of %s failed (alert %s)", signal_name, alert.pk, exc_info=answer
+            )
 
 
 def _fire(t: TemplateMonitoring, decl: AlertDecl, values: dict[str, Any], now: datetime) -> Alert:
