@@ -58,10 +58,10 @@ def load_sink(target: Any) -> Sink:
         obj = obj()
     send = getattr(obj, "send", None)
     if callable(send):
-        return send  # type: ignore[no-any-return]
+        return send
     if not callable(obj):
         raise TypeError(f"sink {target!r} is neither callable nor has a send() method")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def get_sink(name: str) -> Sink | None:

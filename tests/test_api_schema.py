@@ -57,10 +57,11 @@ def test_schema_generates_without_warnings(tmp_path: Path) -> None:
         for p in api_urls.urlpatterns
         if isinstance(p, URLPattern | URLResolver) and p.name not in ("schema", "docs")
     ]
-    assert len(schema["paths"]) == len(routes) == 27
+    assert len(schema["paths"]) == len(routes) == 30
     operations = [op for ops in schema["paths"].values() for op in ops.values()]
-    assert len(operations) == 28
-    assert len({op["operationId"] for op in operations}) == 28
+    assert len(operations) == 31
+    assert len({op["operationId"] for op in operations}) == 31
+    assert set(schema["paths"]["/tasker/audit/"]) == {"get"}
     components = schema["components"]["schemas"]
     assert {"TaskStatusEnum", "StepStatusEnum", "Error", "TaskCreate"} <= set(components)
     assert set(schema["components"]["securitySchemes"]) == {"basicAuth", "cookieAuth"}

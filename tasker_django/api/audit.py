@@ -68,7 +68,10 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
         user = getattr(request, "user", None)
         if can_view_sensitive(user):
             return dict(obj.payload or {})
-        names: dict[tuple[str, str, str], Any] = self.context.setdefault("_sensitive", {})
+        names: dict[tuple[str, str, str], Any] | None = self.context.get("_sensitive")
+        if names is None:  # one lookup per template per response
+            names = {}
+            self.context["_sensitive"] = names  # type: ignore[index]
         key = (obj.namespace, obj.template, obj.version)
         if key not in names:
             template = (

@@ -80,7 +80,7 @@ def emit_on_commit(events: list[Event], now: datetime) -> None:
             actor=e.actor[:255],
             reason=e.reason,
             payload=e.payload,
-            created_at=e.at,
+            created_at=e.at or now,
         )
         for e in events
     ]
