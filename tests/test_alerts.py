@@ -3,6 +3,9 @@ the schedule, pruning, the admin, the API and the system checks W008/W009."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -28,7 +31,7 @@ from tasker_django.monitoring.values import builtin_values, p95, window_values
 from tasker_django.signals import alert_fired, alert_resolved
 from tasker_django.testing import FakeClock, run_task_to_completion
 from tests.api_support import client_for, make_user
-from tests.conftest import SEED_DIR
+from tests.conftest import ROOT, SEED_DIR, Workers, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -513,3 +516,30 @@ def test_w009_reports_bad_alert_settings() -> None:
     assert "ALERT_WINDOW" in messages[0].msg and "ALERT_SCHEDULE" in messages[2].msg
     with override_settings(TASKER={"ALERT_WINDOW": 600, "ALERT_SCHEDULE": True}):
         assert check_monitoring_settings() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_installs_the_schedule_when_alert_schedule_is_on(tmp_path: Any) -> None:
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "tasker_worker",
+                "--no-cluster",
+                "--settings=tests.settings_mon",
+            ],
+            cwd=ROOT,
+            env=Workers(tmp_path).env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: b"sweeping every" in log.read_bytes() or proc.poll() is not None, 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "tasker worker: alert schedule created (every 2 min)" in log.read_text()
+    schedule = Schedule.objects.get(name=SCHEDULE_NAME)
+    assert (schedule.func, schedule.minutes) == (SCHEDULE_FUNC, 2)
