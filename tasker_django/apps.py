@@ -12,3 +12,7 @@ class TaskerConfig(AppConfig):
         from .handlers.discovery import autodiscover
 
         autodiscover()
+        from .security import checks as _security_checks  # noqa: F401  (E010, W010, W011)
+        from .security.logging import install
+
+        install()  # card numbers masked in the tasker_django logs (TASKER['MASK_LOGS'])

@@ -18,9 +18,10 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, reverse
 
 from ..exceptions import InvalidTransition, TaskValidationError
+from ..security.access import for_request, masked_view
 
 #: Permissions of the operator actions (defined in ``models.py``, ``Meta.permissions``).
 PERM_RETRY_STEP = "tasker_django.retry_step"
@@ -31,6 +32,31 @@ PERM_CANCEL_TASK = "tasker_django.cancel_task"
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows are shown, never added, edited or deleted here: they change through services."""
+
+    #: Path from a row to its template revision's id, for ``security.access_control``
+    #: (rows of templates the user may not use are hidden); None: not a task's data.
+    tasker_template_lookup: str | None = None
+
+    @property
+    def urls(self) -> list[Any]:
+        # Every view (custom ones included) renders with the request's masking viewer.
+        return [_masked_pattern(p) for p in self.get_urls()]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        queryset = super().get_queryset(request)
+        if self.tasker_template_lookup:
+            queryset = for_request(request).exclude_hidden(queryset, self.tasker_template_lookup)
+        return queryset
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if not super().has_view_permission(request, obj):
+            return False
+        if obj is None or not self.tasker_template_lookup:
+            return True
+        named_task: Any = obj
+        for part in self.tasker_template_lookup.removesuffix("_id").split("__"):
+            named_task = getattr(named_task, part)
+        return for_request(request).may_use(named_task)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -57,6 +83,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         if obj is not None:
             context.update(self.page_context(request, obj))
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+def _masked_pattern(pattern: Any) -> Any:
+    if isinstance(pattern, URLPattern):
+        return URLPattern(
+            pattern.pattern, masked_view(pattern.callback), pattern.default_args, pattern.name
+        )
+    return pattern
 
 
 def require(request: HttpRequest, permission: str) -> None:

@@ -14,6 +14,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from ..models import AttemptOutcome, StepStatus, TaskStatus
+from ..security.access import current_viewer as current_viewer
+from ..security.access import shown, shown_text
 
 _LABELS: dict[str, str] = {
     **{str(value): str(label) for value, label in TaskStatus.choices},
@@ -50,7 +52,8 @@ def progress_bar(done: int, total: int) -> SafeString:
 
 
 def pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    """Indented JSON, masked for the current viewer (security.access.viewing)."""
+    return json.dumps(shown(value), indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def json_block(value: Any, empty: str = "—") -> SafeString:
@@ -95,9 +98,11 @@ def error_text(error: dict[str, Any] | None) -> str:
     if not error:
         return ""
     cls = str(error.get("error_class") or "")
-    message = str(error.get("message") or "")
+    message = shown_text(str(error.get("message") or ""))
     return f"{cls}: {message}" if cls and message else cls or message
 
 
 def truncate(text: str, limit: int = 120) -> str:
+    """``text`` (card numbers masked for the current viewer) cut to ``limit`` characters."""
+    text = shown_text(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"

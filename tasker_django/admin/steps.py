@@ -57,6 +57,7 @@ class StepChangeList(ChangeList):
 
 @admin.register(WorkflowStep)
 class WorkflowStepAdmin(ReadOnlyAdmin):
+    tasker_template_lookup = "task__named_task_id"
     list_display = ("id", "name", "task_link", "status_badge", "attempts_display", "updated_at")
     list_display_links = ("id", "name")
     list_filter = ("status", ("updated_at", admin.DateFieldListFilter))
@@ -181,7 +182,7 @@ class WorkflowStepAdmin(ReadOnlyAdmin):
         )
         if past_deadline:
             reason = "task past its deadline; " + reason
-        return reason or "—"
+        return display.shown_text(reason) or "—"
 
     @admin.display(description=_("last error"))
     def last_error_json(self, obj: WorkflowStep) -> SafeString:
@@ -213,7 +214,7 @@ class WorkflowStepAdmin(ReadOnlyAdmin):
                         a.duration_ms / 1000 if a.duration_ms is not None else None
                     ),
                     "error_class": a.error_class,
-                    "error_message": a.error_message,
+                    "error_message": display.shown_text(a.error_message),
                     "error_code": a.error_code,
                     "error_category": a.error_category,
                     "error_context": display.pretty_json(a.error_context)
@@ -343,7 +344,12 @@ class WorkflowStepAdmin(ReadOnlyAdmin):
                 ),
                 submit_label="Yes, resolve it",
                 form_class=ResolveStepForm,
-                form_initial={"results": display.pretty_json(step.results) if step.results else ""},
+                # Masked results must not be submitted back: prefill only plain ones.
+                form_initial={
+                    "results": display.pretty_json(step.results)
+                    if step.results and display.current_viewer().plain
+                    else ""
+                },
                 perform=perform,
                 done_url=admin_url(step.task),
                 cancel_url=admin_url(step),
@@ -397,6 +403,7 @@ def retry_policy_text(
 
 @admin.register(StepAttempt)
 class StepAttemptAdmin(ReadOnlyAdmin):
+    tasker_template_lookup = "task__named_task_id"
     list_display = (
         "finished_at",
         "task_link",
@@ -411,6 +418,9 @@ class StepAttemptAdmin(ReadOnlyAdmin):
     list_filter = ("outcome", ("finished_at", admin.DateFieldListFilter))
     list_select_related = ("step",)
     list_per_page = 50
+    # The page shows the message and context masked for the viewer (security).
+    exclude = ("error_message", "error_context")
+    readonly_fields = ("masked_error_message", "masked_error_context")
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     search_fields = ("error_class", "error_code", "error_message")
@@ -437,6 +447,14 @@ class StepAttemptAdmin(ReadOnlyAdmin):
         ms = obj.duration_ms
         return display.format_duration(ms / 1000 if ms is not None else None)
 
+    @admin.display(description=_("error message"))
+    def masked_error_message(self, obj: StepAttempt) -> str:
+        return str(display.shown_text(obj.error_message))
+
+    @admin.display(description=_("error context"))
+    def masked_error_context(self, obj: StepAttempt) -> SafeString:
+        return display.json_block(obj.error_context)
+
     @admin.display(description=_("message"))
     def message(self, obj: StepAttempt) -> str:
         return display.truncate(obj.error_message, 120)
@@ -444,6 +462,7 @@ class StepAttemptAdmin(ReadOnlyAdmin):
 
 @admin.register(TaskEvent)
 class TaskEventAdmin(ReadOnlyAdmin):
+    tasker_template_lookup = "task__named_task_id"
     list_display = ("created_at", "task_link", "step_name", "kind", "name", "change", "actor")
     list_display_links = ("created_at",)
     list_filter = ("kind", ("created_at", admin.DateFieldListFilter))

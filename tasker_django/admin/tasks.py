@@ -128,6 +128,7 @@ class VersionFilter(admin.SimpleListFilter):
 
 @admin.register(Task)
 class TaskAdmin(ReadOnlyAdmin):
+    tasker_template_lookup = "named_task_id"
     list_display = (
         "id",
         "template",
@@ -359,7 +360,7 @@ class TaskAdmin(ReadOnlyAdmin):
                     "handler": info.get("named_step__handler_class", ""),
                     "error": error,
                     "error_short": display.truncate(error, 160),
-                    "reason": state.reason,
+                    "reason": display.shown_text(state.reason),
                     "parents": ", ".join(state.parents),
                     "results": display.pretty_json(info["results"])
                     if info.get("results") is not None
@@ -390,7 +391,7 @@ class TaskAdmin(ReadOnlyAdmin):
                 "from_status": e.from_status,
                 "to_status": e.to_status,
                 "actor": e.actor,
-                "reason": e.reason,
+                "reason": display.shown_text(e.reason),
                 "payload": display.pretty_json(e.payload) if e.payload else "",
             }
             for e in events

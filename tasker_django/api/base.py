@@ -14,6 +14,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.schemas.inspectors import ViewInspector
 
+from ..security.api import mask_response
 from .errors import exception_handler
 from .filters import TaskerFilterBackend
 from .pagination import TaskerPagination
@@ -45,6 +46,11 @@ class TaskerViewMixin:
 
     def get_exception_handler(self) -> Callable[..., Any]:
         return exception_handler
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # Sensitive values masked for users without view_sensitive_data (security).
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        return mask_response(request, response)
 
 
 class FirstRendererNegotiation(BaseContentNegotiation):

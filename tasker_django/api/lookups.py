@@ -11,6 +11,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 
 from ..models import NamedTask, Task
+from ..security.access import for_request
 from .permissions import visible_namespaces
 
 TASK_ID = OpenApiParameter("task_id", OpenApiTypes.INT, OpenApiParameter.PATH)
@@ -39,6 +40,8 @@ def fake(view: Any) -> bool:
 
 def visible_tasks(request: Request) -> QuerySet[Task]:
     qs = Task.objects.select_related("named_task__namespace")
+    # security.access_control: tasks of templates the user may not use are hidden.
+    qs = for_request(request).exclude_hidden(qs, "named_task_id")
     names = visible_namespaces(request)
     return qs if names is None else qs.filter(named_task__namespace__name__in=names)
 

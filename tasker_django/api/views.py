@@ -38,6 +38,8 @@ from ..models import (
     TaskEvent,
     WorkflowStep,
 )
+from ..security.access import for_request
+from ..security.api import check_create
 from ..services import operations
 from ..services.inspect import step_reason, step_states
 from ..services.tasks import create_task
@@ -177,6 +179,7 @@ class TaskViewSet(
         namespace, name, version = data["namespace"], data["name"], data["version"]
         if not namespace_allowed(request, namespace, CREATE):
             raise PermissionDenied()
+        check_create(request, namespace, name, version)  # access_control, encryption keys
         key = data["idempotency_key"]
         existed = key is not None and (
             Task.objects.filter(
@@ -310,7 +313,7 @@ class StepViewSet(
     def get_queryset(self) -> QuerySet[WorkflowStep]:
         if fake(self):
             return WorkflowStep.objects.none()
-        qs = super().get_queryset()
+        qs = for_request(self.request).exclude_hidden(super().get_queryset(), "task__named_task_id")
         names = visible_namespaces(self.request)
         return qs if names is None else qs.filter(task__named_task__namespace__name__in=names)
 

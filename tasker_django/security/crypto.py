@@ -97,7 +97,8 @@ def _parse_key(entry: Any, index: int) -> Key:
 
 
 _keys_lock = threading.Lock()
-_keys_cache: tuple[int, tuple[Key, ...]] | None = None
+#: (the configured list itself, its parsed keys): holding the list keeps its id unique.
+_keys_cache: tuple[Any, tuple[Key, ...]] | None = None
 
 
 def keys() -> tuple[Key, ...]:
@@ -106,9 +107,8 @@ def keys() -> tuple[Key, ...]:
     from ..conf import tasker_settings
 
     configured = tasker_settings.ENCRYPTION_KEYS or ()
-    ident = id(configured)
     cached = _keys_cache
-    if cached is not None and cached[0] == ident:
+    if cached is not None and cached[0] is configured:
         return cached[1]
     if isinstance(configured, str | bytes) or not isinstance(configured, list | tuple):
         raise ImproperlyConfigured("TASKER['ENCRYPTION_KEYS'] must be a list (newest key first)")
@@ -117,7 +117,7 @@ def keys() -> tuple[Key, ...]:
     if len(set(kids)) != len(kids):
         raise ImproperlyConfigured("TASKER['ENCRYPTION_KEYS'] lists the same key id twice")
     with _keys_lock:
-        _keys_cache = (ident, parsed)
+        _keys_cache = (configured, parsed)
     return parsed
 
 

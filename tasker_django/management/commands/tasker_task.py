@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tasker_django.models import Task
+from tasker_django.models import Task, WorkflowStep
+from tasker_django.security.access import PLAIN, masking_viewer
 from tasker_django.services.inspect import step_states
 
 
@@ -15,6 +17,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("task_id", type=int)
+        parser.add_argument(
+            "--data", action="store_true", help="Also print the context and each step's results."
+        )
+        parser.add_argument(
+            "--show-sensitive",
+            action="store_true",
+            help="Do not mask sensitive values (card numbers, tokens, ...); masked by default.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -28,11 +38,19 @@ class Command(BaseCommand):
             f" created {task.created_at:%Y-%m-%d %H:%M:%S}"
             + (f", deadline {task.deadline_at:%H:%M:%S}" if task.deadline_at else "")
         )
+        viewer = PLAIN if options["show_sensitive"] else masking_viewer(task.named_task)
         states = step_states(task)
         width = max((len(s.name) for s in states), default=4)
         for s in states:
             parents = f" <- {', '.join(s.parents)}" if s.parents else ""
             write(
                 f"  {s.name:<{width}}  {s.status:<17} {s.attempts}/{s.max_attempts}"
-                f"{parents}" + (f"\n  {'':<{width}}  {s.reason}" if s.reason else "")
+                f"{parents}"
+                + (f"\n  {'':<{width}}  {viewer.show_text(s.reason)}" if s.reason else "")
             )
+        if options["data"]:
+            write("context: " + json.dumps(viewer.show(task.context), sort_keys=True))
+            results = dict(WorkflowStep.objects.filter(task=task).values_list("name", "results"))
+            for s in states:
+                shown = viewer.show(results.get(s.name))
+                write(f"  {s.name}: " + json.dumps(shown, sort_keys=True))
