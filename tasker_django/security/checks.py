@@ -30,6 +30,11 @@ def _security(template: dict[str, Any]) -> dict[str, Any]:
     return security if isinstance(security, dict) else {}
 
 
+def _sub(security: dict[str, Any], name: str) -> dict[str, Any]:
+    value = security.get(name)
+    return value if isinstance(value, dict) else {}
+
+
 def _w011(label: str, key: str, message: str, hint: str) -> Warning:
     return Warning(
         f"Template {label}: security.{key} {message}", hint=hint, id="tasker_django.W011"
@@ -41,7 +46,7 @@ def template_messages(template: dict[str, Any], today: date | None = None) -> li
     label = _label(template)
     security = _security(template)
     messages: list[Any] = []
-    encryption = security.get("encryption") if isinstance(security.get("encryption"), dict) else {}
+    encryption = _sub(security, "encryption")
     if encryption.get("enabled") is True:
         try:
             keys = crypto.keys()
@@ -70,7 +75,7 @@ def template_messages(template: dict[str, Any], today: date | None = None) -> li
         interval = encryption.get("key_rotation_interval")
         if interval is not None:
             messages.extend(_rotation(label, interval, keys, today or date.today()))
-    pci = security.get("pci_compliance") if isinstance(security.get("pci_compliance"), dict) else {}
+    pci = _sub(security, "pci_compliance")
     if "audit_level" in pci:
         messages.append(
             _w011(
@@ -91,9 +96,7 @@ def template_messages(template: dict[str, Any], today: date | None = None) -> li
                 "Write a number and a unit: s, m, h, d, w or y.",
             )
         )
-    access = (
-        security.get("access_control") if isinstance(security.get("access_control"), dict) else {}
-    )
+    access = _sub(security, "access_control")
     if access.get("authentication_required") is False:
         messages.append(
             _w011(

@@ -24,7 +24,7 @@ class Sealed(dict[str, Any]):
     """A decrypted value that must be encrypted again when written back."""
 
 
-class EncryptedJSONField(models.JSONField):  # type: ignore[type-arg]
+class EncryptedJSONField(models.JSONField):
     def deconstruct(self) -> Any:
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.JSONField", args, kwargs

@@ -44,7 +44,7 @@ def mask_record(record: logging.LogRecord) -> None:
     for key in ("context", "payload"):
         if isinstance(getattr(record, key, None), dict | list):
             setattr(record, key, mask(getattr(record, key)))
-    record._tasker_masked = True  # type: ignore[attr-defined]
+    record._tasker_masked = True
 
 
 _installed = False
