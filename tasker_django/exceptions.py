@@ -32,6 +32,10 @@ class TaskValidationError(TaskerError, ValueError):
         return "\n".join([self.message, *lines])
 
 
+class TaskQueueFull(TaskValidationError):
+    """The template already has ``performance.concurrency.queue_size`` tasks waiting."""
+
+
 class InvalidTransition(TaskerError):
     """The requested state change is not allowed from the current state."""
 

@@ -17,6 +17,8 @@ from .security.fields import EncryptedJSONField
 
 
 class TaskStatus(models.TextChoices):
+    #: Created while its template ran ``max_concurrent_workflows`` tasks: waits its turn.
+    WAITING = "waiting", _("waiting for its turn")
     PENDING = "pending", _("pending")
     IN_PROGRESS = "in_progress", _("in progress")
     COMPLETE = "complete", _("complete")
@@ -232,7 +234,8 @@ class Task(models.Model):
 class WorkflowStep(models.Model):
     """One step of a task. Status fields change only through services and the engine."""
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="steps")
+    # Indexed by the (task, name) and (task, named_step) indexes: no index of its own.
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="steps", db_index=False)
     named_step = models.ForeignKey(
         NamedStep, on_delete=models.PROTECT, related_name="workflow_steps"
     )
@@ -323,8 +326,14 @@ class WorkflowStepEdge(models.Model):
 class StepAttempt(models.Model):
     """Append-only: one row per attempt of a step, written when the attempt ends."""
 
-    step = models.ForeignKey(WorkflowStep, on_delete=models.CASCADE, related_name="attempt_history")
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="attempt_history")
+    # Both indexed by the constraints and indexes below (no separate FK indexes:
+    # every index costs a write per attempt).
+    step = models.ForeignKey(
+        WorkflowStep, on_delete=models.CASCADE, related_name="attempt_history", db_index=False
+    )
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="attempt_history", db_index=False
+    )
     attempt_number = models.PositiveIntegerField()
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(default=timezone.now)
@@ -363,7 +372,8 @@ class TaskEvent(models.Model):
         ACTION = "action", _("operator action")
         EVENT = "event", _("event")
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    # Indexed by (task, created_at) below.
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events", db_index=False)
     step = models.ForeignKey(
         WorkflowStep, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
     )

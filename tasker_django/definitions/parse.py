@@ -113,6 +113,8 @@ class _Defaults:
     max_attempts: int | None
     timeout_seconds: float | None
     dependent_system: str | None
+    #: ``task_config.retryable``: steps that do not say are retryable unless false.
+    retryable: bool = True
 
 
 @dataclass
@@ -326,7 +328,7 @@ class _Parser:
             handler_class=handler_class if isinstance(handler_class, str) else "",
             handler_config=copy.deepcopy(_mapping(values.get("handler_config"))),
             depends_on=tuple(dep for dep, _ in depends),
-            retryable=retryable if isinstance(retryable, bool) else True,
+            retryable=retryable if isinstance(retryable, bool) else defaults.retryable,
             max_attempts=max_attempts,
             skippable=skippable if isinstance(skippable, bool) else False,
             timeout_seconds=timeout_seconds,
@@ -442,6 +444,7 @@ class _Parser:
             max_attempts=default_limit,
             timeout_seconds=_as_float(settings.get("default_timeout")),
             dependent_system=_str_or_none(data.get("default_dependent_system")),
+            retryable=task_config.get("retryable") is not False,
         )
         built: list[tuple[StepDefinition, list[tuple[str, KeyPath]], _RawStep]] = []
         for raw in raw_steps:

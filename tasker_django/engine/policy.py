@@ -35,6 +35,30 @@ class Policy:
     custom_events: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Publication toggles, routing to sinks and audit logging (engine/publication.py).
     events: EventPolicy = DEFAULT_EVENT_POLICY
+    #: Steps of one task running at once (``technical_constraints``,
+    #: ``workflow_config.max_concurrent_steps``; 1 for ``execution_mode: sequential``).
+    max_steps_per_task: int | None = None
+    #: Steps of all tasks of the template running at once
+    #: (``performance.concurrency.max_concurrent_steps``).
+    max_steps_per_template: int | None = None
+    #: Tasks of the template running at once (``performance.concurrency``).
+    max_workflows: int | None = None
+    #: Tasks that may wait for their turn (``performance.concurrency.queue_size``).
+    queue_size: int | None = None
+    #: ``workflow_config.failure_strategy: continue_on_failure``.
+    continue_on_failure: bool = False
+    #: ``workflow_config.step_timeout_buffer``: seconds added to every step timeout.
+    timeout_buffer: float = 0.0
+    #: ``settings.error_handling: strict``: unclassified exceptions are permanent.
+    strict_errors: bool = False
+    #: Kicks sent per broker call (``performance.batching``); None: all at once.
+    batch_size: int | None = None
+    #: Default priority of new tasks (``task_config.priority``).
+    priority: int = 0
+
+    @property
+    def throttled(self) -> bool:
+        return self.max_steps_per_task is not None or self.max_steps_per_template is not None
 
     def classify(self, exc: BaseException) -> bool | None:
         """True: retryable, False: permanent, None: the template does not say.
@@ -49,9 +73,61 @@ class Policy:
         return None
 
 
+#: ``task_config.priority`` words; integers are taken as they are.
+PRIORITIES = {"lowest": -20, "low": -10, "normal": 0, "medium": 0, "high": 10, "critical": 20}
+
+
+def priority_value(value: Any) -> int:
+    """The integer of a priority (``high`` -> 10); 0 for anything unknown."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        if value.strip().lstrip("-").isdigit():
+            return int(value)
+        return PRIORITIES.get(value.strip().lower(), 0)
+    return 0
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+        return None
+    return int(value)
+
+
+def _min(*values: int | None) -> int | None:
+    given = [v for v in values if v is not None]
+    return min(given) if given else None
+
+
+def technical_constraint(sections: dict[str, Any], name: str) -> Any:
+    """``constraints.technical_constraints[name == name].value``."""
+    items = (sections.get("constraints") or {}).get("technical_constraints") or []
+    for item in items:
+        if isinstance(item, dict) and item.get("name") == name:
+            return item.get("value")
+    return None
+
+
 def build_policy(template: dict[str, Any]) -> Policy:
     sections = template.get("sections") or {}
     handling = sections.get("error_handling") or {}
+    workflow = template.get("workflow_config") or {}
+    performance = sections.get("performance") or {}
+    concurrency = performance.get("concurrency") or {}
+    batching = performance.get("batching") or {}
+    settings = template.get("settings") or {}
+    per_task = _min(
+        _positive_int(technical_constraint(sections, "max_concurrent_steps")),
+        _positive_int(workflow.get("max_concurrent_steps")),
+        1 if workflow.get("execution_mode") == "sequential" else None,
+    )
+    batch_size = None
+    if isinstance(batching, dict) and batching:
+        batch_size = (
+            _positive_int(batching.get("batch_size")) if batching.get("enabled", True) else 1
+        )
     escalations = tuple(
         Escalation(compile_condition(rule["condition"]), str(rule.get("action") or ""))
         for rule in handling.get("escalation_rules") or []
@@ -63,6 +139,15 @@ def build_policy(template: dict[str, Any]) -> Policy:
         escalations=escalations,
         custom_events=declared_events(template),
         events=build_event_policy(template),
+        max_steps_per_task=per_task,
+        max_steps_per_template=_positive_int(concurrency.get("max_concurrent_steps")),
+        max_workflows=_positive_int(concurrency.get("max_concurrent_workflows")),
+        queue_size=_positive_int(concurrency.get("queue_size")),
+        continue_on_failure=workflow.get("failure_strategy") == "continue_on_failure",
+        timeout_buffer=float(workflow.get("step_timeout_buffer") or 0),
+        strict_errors=settings.get("error_handling") == "strict",
+        batch_size=batch_size,
+        priority=priority_value((template.get("task_config") or {}).get("priority")),
     )
 
 
@@ -109,6 +194,14 @@ def declared_events(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 _cache: dict[tuple[int, str], Policy] = {}
 _lock = threading.Lock()
+
+
+def policy_for_template(named_task_id: int) -> Policy:
+    """The policy of a template revision when only its id is at hand (one query)."""
+    from ..models import NamedTask
+
+    content_hash = NamedTask.objects.values_list("content_hash", flat=True).get(pk=named_task_id)
+    return policy_for(named_task_id, content_hash)
 
 
 def policy_for(

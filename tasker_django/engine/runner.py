@@ -241,7 +241,7 @@ def claim_and_load(step_id: int, worker: str | None = None) -> Loaded | None:
     worker = worker or worker_id()
     if connection.vendor != "postgresql":
         c = claim(step_id, worker)
-        return None if c is None else load(c)
+        return None if c is None else _throttle(load(c))
     from . import pg
 
     now = clock.now()
@@ -252,7 +252,24 @@ def claim_and_load(step_id: int, worker: str | None = None) -> Loaded | None:
     c = Claim(
         step_id=step_id, task_id=rows[0][0], attempt=rows[0][1], claimed_at=now, worker=worker
     )
-    return _loaded(c, [row[2:] for row in rows])
+    return _throttle(_loaded(c, [row[2:] for row in rows]))
+
+
+def _policy(loaded: Loaded) -> Any:
+    from .policy import policy_for
+
+    return policy_for(loaded.step["named_task_id"], loaded.step["template_hash"])
+
+
+def _throttle(loaded: Loaded) -> Loaded | None:
+    """None when the template's concurrency limits sent the claim back (engine/limits.py)."""
+    policy = _policy(loaded)
+    if policy.throttled:
+        from .limits import over_limit
+
+        if over_limit(loaded, policy):
+            return None
+    return loaded
 
 
 # ---------------------------------------------------------------------------
@@ -382,7 +399,10 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
 
     s = loaded.step
     started = time.monotonic()
+    policy = _policy(loaded)
     timeout = s["timeout_seconds"]
+    if timeout and policy.timeout_buffer:
+        timeout = float(timeout) + policy.timeout_buffer
     try:
         try:
             entry = registry.resolve(s["handler_class"], namespace=loaded.task["namespace"])
@@ -439,7 +459,8 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
             exc,
             exc_info=True,
         )
-        retryable = _template_says(loaded, exc, True)
+        # ``settings.error_handling: strict``: what nobody classified is permanent.
+        retryable = _template_says(loaded, exc, not policy.strict_errors)
         return _failed(
             AttemptOutcome.RETRYABLE_ERROR if retryable else AttemptOutcome.PERMANENT_ERROR,
             exc,
@@ -592,8 +613,27 @@ def _task_event(loaded: Loaded, name: str, **extra: Any) -> Event:
 
 def finish(loaded: Loaded, outcome: Outcome, *, allow_eager: bool = False) -> Finished:
     if outcome.outcome == AttemptOutcome.SUCCESS:
-        return _finish_success(loaded, outcome, allow_eager=allow_eager)
-    return _finish_failure(loaded, outcome)
+        finished = _finish_success(loaded, outcome, allow_eager=allow_eager)
+    else:
+        finished = _finish_failure(loaded, outcome)
+    policy = _policy(loaded)
+    if finished.stored and (
+        policy.throttled or policy.max_workflows is not None or policy.continue_on_failure
+    ):
+        _after_finish(loaded, policy, finished)
+    return finished
+
+
+def _after_finish(loaded: Loaded, policy: Any, finished: Finished) -> None:
+    """Limits and failure strategy: free slots, admit waiting tasks, settle."""
+    from . import limits
+
+    if policy.continue_on_failure:
+        limits.settle_on_commit(loaded.claim.task_id)
+    if finished.task_status in (TaskStatus.COMPLETE.value, TaskStatus.ERROR.value):
+        limits.task_ended(loaded.step["named_task_id"], policy)
+    if policy.throttled:
+        limits.release(loaded, policy)
 
 
 def _record_discarded(loaded: Loaded, outcome: Outcome, now: datetime) -> Finished:
@@ -654,7 +694,7 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
     if task_status in RUNNING_TASK_STATUSES and ready:
         if allow_eager:
             eager, ready = ready[0], ready[1:]
-        dispatch.kick_steps(ready)
+        dispatch.kick_steps(ready, batch_size=_policy(loaded).batch_size)
     else:
         ready = []
     signals = [completed, task_done] if transitioned else [completed]
@@ -718,7 +758,7 @@ def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> F
                 if allow_eager:
                     eager = ready[0]
                     ready = ready[1:]
-                dispatch.kick_steps(ready)
+                dispatch.kick_steps(ready, batch_size=_policy(loaded).batch_size)
             else:
                 ready = []
     if not stored:
@@ -843,7 +883,9 @@ def _finish_failure(loaded: Loaded, outcome: Outcome) -> Finished:
                     )
                 )
             else:
-                task_status, failed_now = mark_step_failed(c.task_id, now)
+                task_status, failed_now = mark_step_failed(
+                    c.task_id, now, stop=not _policy(loaded).continue_on_failure
+                )
                 if failed_now:
                     events.append(
                         _task_event(loaded, "task.failed", step_name=s["name"], error=error)
@@ -928,10 +970,11 @@ def record_attempt(c: Claim, outcome: Outcome, now: datetime, error: dict[str, A
     )
 
 
-def mark_step_failed(task_id: int, now: datetime) -> tuple[str, bool]:
-    """A step failed for good: count it and fail the task (failure strategy: stop)."""
+def mark_step_failed(task_id: int, now: datetime, *, stop: bool = True) -> tuple[str, bool]:
+    """A step failed for good: count it and, unless ``stop`` is false
+    (``failure_strategy: continue_on_failure``), fail the task."""
     task = Task.objects.select_for_update().only("status", "failed_steps").get(pk=task_id)
-    failed_now = task.status in RUNNING_TASK_STATUSES
+    failed_now = stop and task.status in RUNNING_TASK_STATUSES
     Task.objects.filter(pk=task_id).update(
         failed_steps=task.failed_steps + 1,
         status=TaskStatus.ERROR if failed_now else task.status,

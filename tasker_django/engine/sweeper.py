@@ -6,7 +6,11 @@ compare-and-set.
 * retries whose ``next_attempt_at`` has come are enqueued and kicked;
 * in-progress steps whose lease expired are failed as "worker lost" (I8);
 * enqueued steps whose kick is older than ``REKICK_AFTER_SECONDS`` are kicked again (I1);
-* tasks past their deadline are failed and their unstarted steps cancelled.
+* tasks past their deadline are failed and their unstarted steps cancelled;
+* waiting tasks are admitted while their template runs fewer than
+  ``max_concurrent_workflows``, and ``continue_on_failure`` tasks in which no step
+  can run any more are failed (both normally happen when a step finishes; this is
+  the safety net).
 """
 
 from __future__ import annotations
@@ -33,10 +37,19 @@ class SweepReport:
     lost: int = 0
     rekicked: int = 0
     expired_tasks: int = 0
+    admitted: int = 0
+    settled: int = 0
 
     @property
     def total(self) -> int:
-        return self.retried + self.lost + self.rekicked + self.expired_tasks
+        return (
+            self.retried
+            + self.lost
+            + self.rekicked
+            + self.expired_tasks
+            + self.admitted
+            + self.settled
+        )
 
 
 def sweep(now: datetime | None = None) -> SweepReport:
@@ -46,7 +59,32 @@ def sweep(now: datetime | None = None) -> SweepReport:
     report.lost = recover_lost(now)
     report.retried = enqueue_due_retries(now)
     report.rekicked = rekick_stale(now)
+    report.admitted = admit_waiting()
+    report.settled = settle_failed()
     return report
+
+
+def admit_waiting() -> int:
+    from .limits import admit
+
+    templates = list(
+        Task.objects.filter(status=TaskStatus.WAITING)
+        .values_list("named_task_id", flat=True)
+        .distinct()[:BATCH]
+    )
+    return sum(len(admit(pk)) for pk in templates)
+
+
+def settle_failed() -> int:
+    """``continue_on_failure`` tasks: fail those where a step failed and none can run."""
+    from .limits import settle
+
+    ids = list(
+        Task.objects.filter(status__in=RUNNING, failed_steps__gt=0).values_list("pk", flat=True)[
+            :BATCH
+        ]
+    )
+    return sum(1 for pk in ids if settle(pk))
 
 
 def enqueue_due_retries(now: datetime) -> int:
@@ -97,7 +135,7 @@ def rekick_stale(now: datetime) -> int:
 
 
 def recover_lost(now: datetime) -> int:
-    from .runner import Claim, Outcome, _finish_failure, load
+    from .runner import Claim, Outcome, finish, load
 
     lost = list(
         WorkflowStep.objects.filter(
@@ -132,7 +170,7 @@ def recover_lost(now: datetime) -> int:
             retryable=True,
             duration_ms=((now - claimed_at).total_seconds() * 1000) if claimed_at else 0.0,
         )
-        if _finish_failure(loaded, outcome).stored:
+        if finish(loaded, outcome).stored:
             count += 1
             logger.warning(
                 "step %s of task %s: worker %s lost, attempt %s", pk, task_id, worker, attempts

@@ -438,6 +438,10 @@ def cancel_task(task_id: int, *, actor: Any = None, reason: str = "") -> Task:
         ],
         now,
     )
+    from ..engine import limits
+    from ..engine.policy import policy_for_template
+
+    limits.task_ended(task.named_task_id, policy_for_template(task.named_task_id))
     task.refresh_from_db()
     return task
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -18,7 +17,7 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 
 from ..conf import tasker_settings
-from ..exceptions import TaskValidationError
+from ..exceptions import TaskQueueFull, TaskValidationError
 from ..expressions import compile_condition
 from ..models import (
     NamedStep,
@@ -26,6 +25,7 @@ from ..models import (
     NamedTask,
     StepStatus,
     Task,
+    TaskStatus,
     WorkflowStep,
     WorkflowStepEdge,
 )
@@ -45,7 +45,7 @@ def create_task(
     source_system: str | None = None,
     reason: str | None = None,
     idempotency_key: str | None = None,
-    priority: int = 0,
+    priority: int | None = None,
 ) -> Task:
     """Create a task of a template and enqueue its root steps.
 
@@ -53,6 +53,11 @@ def create_task(
     template and :class:`~tasker_django.exceptions.TaskValidationError` (with
     every problem and its JSON path) for a bad context. With ``idempotency_key``,
     a second call for the same template returns the task of the first call.
+    ``priority`` defaults to the template's ``task_config.priority`` (``high`` is
+    10, see ``engine.policy.PRIORITIES``). When the template already runs its
+    ``max_concurrent_workflows`` tasks, the task is created ``waiting``; when
+    ``queue_size`` tasks already wait, :class:`~tasker_django.exceptions.TaskQueueFull`
+    is raised.
     """
     named_task = find_template(name, namespace=namespace, version=version)
     context = {} if context is None else context
@@ -81,7 +86,7 @@ def create_task(
                 reason=reason or "",
                 idempotency_key=idempotency_key,
                 identity_hash=identity_hash,
-                priority=priority,
+                priority=_priority(named_task, priority),
             )
     except IntegrityError:
         if identity_hash is None:
@@ -162,25 +167,42 @@ def _normalise_tags(named_task: NamedTask, tags: Any) -> list[Any] | dict[str, A
     return tags
 
 
-def _deadline(named_task: NamedTask, now: Any) -> Any:
-    template = named_task.template
-    seconds = (template.get("task_config") or {}).get("timeout_seconds") or (
-        template.get("settings") or {}
-    ).get("max_execution_time")
-    if not seconds:
-        return None
-    return now + timedelta(seconds=float(seconds))
+def _priority(named_task: NamedTask, priority: Any) -> int:
+    from ..engine.policy import priority_value
+
+    if priority is None:
+        priority = (named_task.template.get("task_config") or {}).get("priority")
+    return priority_value(priority)
+
+
+def _must_wait(named_task: NamedTask) -> bool:
+    from ..engine import limits
+    from ..engine.policy import policy_for
+
+    policy = policy_for(named_task.pk, named_task.content_hash)
+    if policy.max_workflows is None:
+        return False
+    try:
+        return limits.must_wait(named_task, policy)
+    except limits.QueueFull as exc:
+        raise TaskQueueFull(
+            str(exc), [{"path": "$", "message": "the template's queue of waiting tasks is full"}]
+        ) from None
 
 
 def _insert_task(named_task: NamedTask, **fields: Any) -> Task:
+    from ..engine.limits import deadline
+
     now = timezone.now()
     total = len(named_task.template.get("steps") or [])
+    waiting = _must_wait(named_task)
     task = Task.objects.create(
         named_task=named_task,
         total_steps=total,
         created_at=now,
         updated_at=now,
-        deadline_at=_deadline(named_task, now),
+        status=TaskStatus.WAITING if waiting else TaskStatus.PENDING,
+        deadline_at=None if waiting else deadline(named_task.template, now),
         **fields,
     )
     ops = connection.ops
@@ -200,17 +222,18 @@ def _insert_task(named_task: NamedTask, **fields: Any) -> Task:
                    ns.retryable, ns.skippable, '{{}}',
                    COALESCE(ns.timeout_seconds, %s),
                    ns.parent_count,
-                   CASE WHEN ns.parent_count = 0 THEN %s ELSE NULL END,
+                   CASE WHEN ns.parent_count = 0 AND %s THEN %s ELSE NULL END,
                    '', %s
             FROM {NamedStep._meta.db_table} ns
             WHERE ns.named_task_id = %s
             """,  # noqa: S608  (table names come from model meta, values are parameters)
             [
                 task.pk,
-                StepStatus.ENQUEUED.value,
+                StepStatus.PENDING.value if waiting else StepStatus.ENQUEUED.value,
                 StepStatus.PENDING.value,
                 int(tasker_settings.DEFAULT_MAX_ATTEMPTS),
                 tasker_settings.DEFAULT_STEP_TIMEOUT,
+                not waiting,
                 stamp,
                 stamp,
                 named_task.pk,
@@ -255,7 +278,9 @@ def _insert_task(named_task: NamedTask, **fields: Any) -> Task:
         now,
     )
     from ..engine import dispatch
+    from ..engine.policy import policy_for
 
-    dispatch.kick_steps(root_ids, priority=task.priority)
+    batch_size = policy_for(named_task.pk, named_task.content_hash).batch_size
+    dispatch.kick_steps(root_ids, priority=task.priority, batch_size=batch_size)
     logger.info("task %s created from %s with %s steps", task.pk, named_task, total)
     return task
