@@ -89,6 +89,23 @@ def _database() -> dict:
 
 DATABASES = {"default": _database()}
 
+# The seed's payment_workflow asks for a Redis cache with a one-hour TTL
+# (performance.caching; check W014 compares). tasker caches nothing itself, but
+# django-q2 keeps cluster stats in the default cache: Redis only when REDIS_URL is set
+# (then W014 is satisfied), else memory, so the default demo needs nothing running.
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["REDIS_URL"],
+            "KEY_PREFIX": "example_project",
+            "TIMEOUT": 3600,
+        }
+        if os.environ.get("REDIS_URL")
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "TIMEOUT": 3600}
+    )
+}
+
 # django-q2 runs the step handlers. The ORM broker needs nothing else running;
 # set REDIS_URL to use Redis instead.
 Q_CLUSTER = {
@@ -153,6 +170,19 @@ TASKER = {
         "mock_email": "example_project.payments.mocks.MockEmail",
         "mock_analytics": "example_project.payments.mocks.MockAnalytics",
     },
+    # Keys for templates with security.encryption (the seed's payment_workflow): base64
+    # of 32 random bytes, newest first. The fallback key is for the demo database only;
+    # set TASKER_ENCRYPTION_KEY anywhere else (python -c "import base64, os;
+    # print(base64.b64encode(os.urandom(32)).decode())").
+    "ENCRYPTION_KEYS": [
+        {
+            "id": "demo",
+            "key": os.environ.get(
+                "TASKER_ENCRYPTION_KEY", "llKsKY9sYc1KTwscw6cRVKO5zqyqP3RYLdB8ZFBhdn0="
+            ),
+            "created": "2026-11-26",
+        }
+    ],
     # Sinks the seed's payment_workflow routes events to (events.*.publish_to); each
     # logs on payments.sinks.<name>. audit_log and logging are built in.
     "EVENT_SINKS": {
@@ -173,6 +203,11 @@ LOGGING = {
         "tasker_django": {
             "handlers": ["console"],
             "level": os.environ.get("TASKER_LOG", "WARNING"),
+        },
+        # The example event sinks (payments/sinks.py): one line per delivered event.
+        "payments.sinks": {
+            "handlers": ["console"],
+            "level": os.environ.get("PAYMENTS_SINKS_LOG", "INFO"),
         },
     },
 }

@@ -5,6 +5,7 @@
 | E001 | ``TASKER`` is not a dict |
 | E002 | a ``TASKER`` value has the wrong type or range |
 | E003 | ``TASKER['HANDLERS']`` / ``HANDLERS_FILE`` has a bad entry |
+| E010 | a template encrypts but ``ENCRYPTION_KEYS`` is empty or malformed |
 | W001 | unknown ``TASKER`` key (typo?) |
 | W002 | a ``TASKER['TEMPLATE_DIRS']`` entry is not a directory |
 | W003 | a loaded template names a handler that no longer resolves |
@@ -14,7 +15,11 @@
 | W007 | ``events`` / ``audit_logging`` settings (or ``EVENT_SINKS``) that have no effect |
 | W008 | a loaded template's alert condition names a metric it neither declares nor has |
 | W009 | a ``monitoring`` section or ``ALERT_*`` setting that cannot work as written |
+| W010 | ``security.encryption.key_rotation_interval`` cannot be checked or is overdue |
+| W011 | a ``security`` key that has no effect or an unsupported value |
 | W012 | a loaded template's ``testing`` section names an unknown mock or step |
+| W013 | a loaded template has a key that has no effect (or that tasker does not know) |
+| W014 | a template's ``database_pool`` / ``caching`` ask for what settings lack |
 """
 
 from __future__ import annotations
@@ -226,22 +231,6 @@ def _unregistered_actions(named_tasks: Any) -> list[Any]:
 
 
 @register("tasker_django")
-def check_monitoring_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """W009: ``TASKER['ALERT_*']`` settings (monitoring/checks.py)."""
-    from .monitoring.checks import settings_messages
-
-    return settings_messages()
-
-
-@register("tasker_django", Tags.database)
-def check_monitoring(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
-    """W008/W009 of the current templates' monitoring sections (two queries per database)."""
-    from .monitoring.checks import template_messages
-
-    return template_messages(databases)
-
-
-@register("tasker_django")
 def check_event_sinks(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """W007: ``TASKER['EVENT_SINKS']`` entries that do not load (engine/publication.py)."""
     from .engine.publication import check_sink_settings
@@ -268,6 +257,22 @@ def check_event_routing(app_configs: Any = None, databases: Any = None, **kwargs
             continue  # not migrated yet
         messages.extend(check_templates(rows))
     return messages
+
+
+@register("tasker_django")
+def check_monitoring_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """W009: ``TASKER['ALERT_*']`` settings (monitoring/checks.py)."""
+    from .monitoring.checks import settings_messages
+
+    return settings_messages()
+
+
+@register("tasker_django", Tags.database)
+def check_monitoring(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """W008/W009 of the current templates' monitoring sections (two queries per database)."""
+    from .monitoring.checks import template_messages
+
+    return template_messages(databases)
 
 
 def _unresolved_handlers(steps: Any, registry: Any) -> list[Any]:
@@ -332,4 +337,46 @@ def check_test_scenarios(
                 )
                 for problem in testing_section_warnings(template or {})
             ]
+    return messages
+
+
+@register("tasker_django", Tags.database)
+def check_inert_template_keys(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Any]:
+    """W013: keys of current templates that do nothing (definitions/keys.py)."""
+    from .definitions.keys import deployment_gaps, inert_keys, stored_raw
+    from .models import NamedTask
+
+    messages: list[Any] = []
+    for alias in databases or ():
+        try:
+            rows = list(
+                NamedTask.objects.using(alias)
+                .filter(is_current=True)
+                .select_related("namespace")
+                .order_by("namespace__name", "name")
+            )
+        except DatabaseError:
+            continue  # not migrated yet
+        for named_task in rows:
+            label = f"{named_task.namespace.name}/{named_task.name}@{named_task.version}"
+            for path, reason in inert_keys(stored_raw(named_task.template)):
+                messages.append(
+                    Warning(
+                        f"Template {label}: key {path!r} {reason}.",
+                        hint="Remove the key, or see docs/templates.md (Every key).",
+                        obj=label,
+                        id="tasker_django.W013",
+                    )
+                )
+            for gap in deployment_gaps(named_task.template, settings.DATABASES, settings.CACHES):
+                messages.append(
+                    Warning(
+                        f"Template {label}: {gap}.",
+                        hint="See docs/templates.md (database_pool and caching).",
+                        obj=label,
+                        id="tasker_django.W014",
+                    )
+                )
     return messages

@@ -100,6 +100,8 @@ TASKER: dict = {
     "REKICK_AFTER_SECONDS": 3,
     "SWEEP_INTERVAL": 0.2,
     "DEFAULT_STEP_TIMEOUT": 60,
+    # For templates with security.encryption (the seed's payment_workflow).
+    "ENCRYPTION_KEYS": [{"id": "test", "key": "jNbKGY0XuAUIn8rlia60J0sXsuYuKl2WeVNMRumRvFA="}],
     # The example project's mocks, named by the seed payment_workflow's testing section.
     "MOCK_SERVICES": {
         name: f"example_project.payments.mocks.{cls}"

@@ -35,7 +35,7 @@ from example_project.payments.demo import (
     summary_rows,
 )
 
-from .conftest import ROOT, wait_for
+from .conftest import ROOT, SEED_DIR, wait_for
 
 # -- the batch and its summary (pure) --------------------------------------------------------
 
@@ -137,6 +137,9 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     env = project_env(tmp_path_factory.mktemp("demo") / "demo.sqlite3")
     result = manage(env, "migrate", "--noinput", "-v", "0")
     assert result.returncode == 0, result.stderr
+    # As make demo does: the seed templates too (the demo runs payment_workflow).
+    result = manage(env, "tasker_load_templates", str(SEED_DIR))
+    assert result.returncode == 0, result.stdout + result.stderr
     yield env
 
 
@@ -173,6 +176,17 @@ def test_demo_short_exits_0_with_the_summary(demo_db: dict[str, str]) -> None:
     assert "All 11 payments ended as intended" in out
     assert "make serve" in out and "http://127.0.0.1:8000/admin/" in out
     assert "demo / demo" in out
+    # The seed's payment_workflow, one line per behaviour section, read back from the run.
+    assert "The seed's default/payment_workflow@1.0.0: its behaviour sections at work" in out
+    assert "refused at creation: Payment amount cannot exceed $10,000" in out
+    assert re.search(r"tasks\s+3/3 payments complete", out)
+    sinks = re.search(r"events\s+\d+ events stored; .*: (.*)", out)
+    assert sinks is not None and "monitoring" in sinks.group(1) and "analytics" in sinks.group(1)
+    assert re.search(r"metrics\s+payment_processing_volume = 3", out)
+    assert re.search(r"alerts\s+high_failure_rate: \w+", out)
+    assert "sees card_number '********', cvv '********'" in out
+    assert "the context is stored encrypted (AES-256-GCM)" in out
+    assert re.search(r"audit log\s+\d+ records; e\.g\. task\.cancelled by payments_demo", out)
     assert "Stopping the workers... stopped." in out
     assert elapsed < 45
     assert "10/10 tasks" in result.stderr  # the progress bar

@@ -43,6 +43,8 @@ class TaskerViewMixin:
     required_permissions: dict[str, tuple[str, ...]] = {}
     #: action -> namespace hook action checked on the object (default "view").
     namespace_actions: dict[str, str] = {}
+    #: False for views whose answers hold no task data (health): no masking pass.
+    mask_sensitive: bool = True
 
     def get_exception_handler(self) -> Callable[..., Any]:
         return exception_handler
@@ -50,6 +52,8 @@ class TaskerViewMixin:
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         # Sensitive values masked for users without view_sensitive_data (security).
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        if not self.mask_sensitive:
+            return response
         return mask_response(request, response)
 
 

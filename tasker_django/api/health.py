@@ -55,6 +55,7 @@ def broker_ok() -> bool:
 
 
 class PublicViewMixin(TaskerViewMixin):
+    mask_sensitive = False
     authentication_classes: Sequence[type[BaseAuthentication]] = []
     permission_classes: Any = [AllowAny]
 
@@ -197,6 +198,7 @@ StatusSerializer = inline_serializer(
 
 
 class StatusView(TaskerViewMixin, APIView):
+    mask_sensitive = False
     required_permissions = {"*": ("view_task",)}
 
     @extend_schema(

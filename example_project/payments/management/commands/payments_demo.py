@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.urls import NoReverseMatch, reverse
 
+from example_project.payments import seed_demo
 from example_project.payments.demo import (
     COMPLETE,
     DEMO_PASSWORD,
@@ -88,6 +89,7 @@ class Command(BaseCommand):
             )
             + f" ({_database()}, {_broker()})"
         )
+        seed_problems: list[str] = []
         with tempfile.TemporaryDirectory(prefix="payments-demo-") as log_dir:
             workers = WorkerProcesses(options["workers"], log_dir=Path(log_dir))
             try:
@@ -104,6 +106,10 @@ class Command(BaseCommand):
                 self._timing("batch submitted", started)
                 self._wait(task_ids, workers, options["timeout"])
                 self._timing("batch finished", started)
+                seed_problems = seed_demo.run(
+                    self.stdout.write, workers.logs, timeout=options["timeout"]
+                )
+                self._timing("seed payment_workflow finished", started)
             except KeyboardInterrupt:
                 raise CommandError("interrupted") from None
             finally:
@@ -113,7 +119,7 @@ class Command(BaseCommand):
                 self.stdout.write(" stopped.")
                 self._timing("workers stopped", started)
         _collect(outcomes)
-        self._report(outcomes, time.monotonic() - started, login)
+        self._report(outcomes, time.monotonic() - started, login, seed_problems)
 
     # -- steps of the demo ----------------------------------------------------------------
 
@@ -221,7 +227,9 @@ class Command(BaseCommand):
         finally:
             bar.close()
 
-    def _report(self, outcomes: list[Outcome], seconds: float, login: str) -> None:
+    def _report(
+        self, outcomes: list[Outcome], seconds: float, login: str, seed_problems: list[str]
+    ) -> None:
         write = self.stdout.write
         write("")
         for line in format_table(summary_rows(outcomes)):
@@ -242,6 +250,11 @@ class Command(BaseCommand):
                 task = f"task {outcome.task_id}" if outcome.task_id else "no task"
                 write(f"  #{s.number} {s.template} ({s.scenario}, {task}): {problem}")
             raise CommandError(f"{len(problems)} payment(s) did not end as intended")
+        if seed_problems:
+            write(self.style.ERROR("The seed payment_workflow did not behave as intended:"))
+            for problem in seed_problems:
+                write(f"  {problem}")
+            raise CommandError("the seed payment_workflow did not behave as intended")
         write(
             self.style.SUCCESS(f"All {len(outcomes)} payments ended as intended")
             + f" ({counts}) in {seconds:.1f} s."
