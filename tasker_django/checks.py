@@ -40,6 +40,33 @@ def _tasker() -> Any:
     return getattr(settings, "TASKER", {})
 
 
+def current_templates(databases: Any) -> list[dict[str, Any]]:
+    """The template JSON of every current revision in ``databases`` (database checks).
+
+    A database that is not migrated yet gives nothing: ``migrate`` runs the checks
+    before it creates the tables.
+    """
+    from .models import NamedTask
+
+    templates: list[dict[str, Any]] = []
+    for alias in databases or ():
+        try:
+            rows = (
+                NamedTask.objects.using(alias)
+                .filter(is_current=True)
+                .order_by("namespace__name", "name", "version")
+                .values_list("template", flat=True)
+            )
+            templates.extend(t for t in rows if isinstance(t, dict))
+        except DatabaseError:
+            continue
+    return templates
+
+
+def template_label(template: dict[str, Any]) -> str:
+    return f"{template.get('namespace')}/{template.get('name')}@{template.get('version')}"
+
+
 @register("tasker_django")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     raw = _tasker()
@@ -190,34 +217,28 @@ def check_loaded_handlers(
     default`` and before ``migrate``, not on every ``runserver`` start.
     """
     from .handlers.registry import registry
-    from .models import NamedStep, NamedTask
+    from .models import NamedStep
 
     messages: list[Any] = []
     for alias in databases or ():
         messages.extend(_unresolved_handlers(NamedStep.objects.using(alias), registry))
-        messages.extend(_unregistered_actions(NamedTask.objects.using(alias)))
+    messages.extend(_unregistered_actions(current_templates(databases)))
     return messages
 
 
-def _unregistered_actions(named_tasks: Any) -> list[Any]:
+def _unregistered_actions(templates: list[dict[str, Any]]) -> list[Any]:
     """W005: escalation rules naming an action TASKER['ESCALATION_ACTIONS'] lacks."""
     from .conf import tasker_settings
 
     registered = set(tasker_settings.ESCALATION_ACTIONS or {})
-    try:
-        rows = list(named_tasks.filter(is_current=True).values_list("pk", "template"))
-    except DatabaseError:
-        return []
     messages: list[Any] = []
-    for _pk, template in rows:
-        sections = (template or {}).get("sections") or {}
+    for template in templates:
+        sections = template.get("sections") or {}
         rules = (sections.get("error_handling") or {}).get("escalation_rules") or []
         for rule in rules:
             action = rule.get("action") if isinstance(rule, dict) else None
             if action and action not in registered:
-                label = (
-                    f"{template.get('namespace')}/{template.get('name')}@{template.get('version')}"
-                )
+                label = template_label(template)
                 messages.append(
                     Warning(
                         f"Template {label}: escalation action {action!r} is not registered, "
@@ -312,31 +333,20 @@ def check_test_scenarios(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[Any]:
     """W012: current templates' ``testing`` sections (testing/scenarios.py)."""
-    from .models import NamedTask
-    from .testing.scenarios import template_label, testing_section_warnings
+    from .testing.scenarios import testing_section_warnings
 
     messages: list[Any] = []
-    for alias in databases or ():
-        try:
-            rows = list(
-                NamedTask.objects.using(alias)
-                .filter(is_current=True)
-                .order_by("namespace__name", "name", "version")
-                .values_list("template", flat=True)
+    for template in current_templates(databases):
+        messages += [
+            Warning(
+                f"Template {template_label(template)}: {problem}.",
+                hint="Mocks are registered in TASKER['MOCK_SERVICES'] (name: dotted path "
+                "to a class taking the scenario); scenarios name only the template's steps "
+                "(docs/testing.md). tasker_test_scenarios fails a scenario it cannot run.",
+                id="tasker_django.W012",
             )
-        except DatabaseError:
-            continue  # not migrated yet
-        for template in rows:
-            messages += [
-                Warning(
-                    f"Template {template_label(template)}: {problem}.",
-                    hint="Mocks are registered in TASKER['MOCK_SERVICES'] (name: dotted path "
-                    "to a class taking the scenario); scenarios name only the template's steps "
-                    "(docs/testing.md). tasker_test_scenarios fails a scenario it cannot run.",
-                    id="tasker_django.W012",
-                )
-                for problem in testing_section_warnings(template or {})
-            ]
+            for problem in testing_section_warnings(template)
+        ]
     return messages
 
 
@@ -346,37 +356,26 @@ def check_inert_template_keys(
 ) -> list[Any]:
     """W013: keys of current templates that do nothing (definitions/keys.py)."""
     from .definitions.keys import deployment_gaps, inert_keys, stored_raw
-    from .models import NamedTask
 
     messages: list[Any] = []
-    for alias in databases or ():
-        try:
-            rows = list(
-                NamedTask.objects.using(alias)
-                .filter(is_current=True)
-                .select_related("namespace")
-                .order_by("namespace__name", "name")
+    for template in current_templates(databases):
+        label = template_label(template)
+        for path, reason in inert_keys(stored_raw(template)):
+            messages.append(
+                Warning(
+                    f"Template {label}: key {path!r} {reason}.",
+                    hint="Remove the key, or see docs/templates.md (Every key).",
+                    obj=label,
+                    id="tasker_django.W013",
+                )
             )
-        except DatabaseError:
-            continue  # not migrated yet
-        for named_task in rows:
-            label = f"{named_task.namespace.name}/{named_task.name}@{named_task.version}"
-            for path, reason in inert_keys(stored_raw(named_task.template)):
-                messages.append(
-                    Warning(
-                        f"Template {label}: key {path!r} {reason}.",
-                        hint="Remove the key, or see docs/templates.md (Every key).",
-                        obj=label,
-                        id="tasker_django.W013",
-                    )
+        for gap in deployment_gaps(template, settings.DATABASES, settings.CACHES):
+            messages.append(
+                Warning(
+                    f"Template {label}: {gap}.",
+                    hint="See docs/templates.md (database_pool and caching).",
+                    obj=label,
+                    id="tasker_django.W014",
                 )
-            for gap in deployment_gaps(named_task.template, settings.DATABASES, settings.CACHES):
-                messages.append(
-                    Warning(
-                        f"Template {label}: {gap}.",
-                        hint="See docs/templates.md (database_pool and caching).",
-                        obj=label,
-                        id="tasker_django.W014",
-                    )
-                )
+            )
     return messages

@@ -49,8 +49,14 @@ WITH c AS (
                       AND (t.deadline_at IS NULL OR t.deadline_at > %(now)s))
     RETURNING id, task_id, attempts, name, position, max_attempts, retryable, inputs,
               timeout_seconds, named_step_id
+), ts AS (
+    -- The first claim of a task starts it (the runner then stores task.started).
+    UPDATE {TASK}
+       SET status = 'in_progress', started_at = %(now)s, updated_at = %(now)s
+     WHERE id = (SELECT task_id FROM c) AND status = 'pending'
+    RETURNING id
 )
-SELECT c.task_id, c.attempts,
+SELECT c.task_id, c.attempts, (SELECT count(*) FROM ts),
        c.name, c.position, c.max_attempts, c.retryable, c.inputs, c.timeout_seconds,
        t.status, t.context, t.tags, t.initiator, t.source_system, t.reason, t.priority,
        t.total_steps, nt.name, nt.version, n.name,
@@ -95,7 +101,8 @@ def _execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
 def claim_and_load(
     step_id: int, worker: str, now: datetime, lease: datetime
 ) -> list[tuple[Any, ...]]:
-    """Rows as runner.load() reads them, shifted by two leading columns (task_id, attempts)."""
+    """Rows as runner.load() reads them, shifted by three leading columns (task_id,
+    attempts, and 1 when this claim started the task)."""
     return _execute(
         CLAIM_AND_LOAD, {"step": step_id, "worker": worker[:255], "now": now, "lease": lease}
     )

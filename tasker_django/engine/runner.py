@@ -252,7 +252,11 @@ def claim_and_load(step_id: int, worker: str | None = None) -> Loaded | None:
     c = Claim(
         step_id=step_id, task_id=rows[0][0], attempt=rows[0][1], claimed_at=now, worker=worker
     )
-    return _throttle(_loaded(c, [row[2:] for row in rows]))
+    loaded = _loaded(c, [row[3:] for row in rows])
+    if rows[0][2]:  # the statement started the task (the row read shows it pending)
+        loaded.task["status"] = TaskStatus.IN_PROGRESS.value
+        loaded.task["started_now"] = True
+    return _throttle(loaded)
 
 
 def _policy(loaded: Loaded) -> Any:
@@ -268,6 +272,8 @@ def _throttle(loaded: Loaded) -> Loaded | None:
         from .limits import over_limit
 
         if over_limit(loaded, policy):
+            if loaded.task.get("started_now"):
+                mark_task_started(loaded)  # the claim statement started the task
             return None
     return loaded
 
@@ -990,12 +996,19 @@ def mark_step_failed(task_id: int, now: datetime, *, stop: bool = True) -> tuple
 
 
 def mark_task_started(loaded: Loaded) -> None:
-    if loaded.task["status"] != TaskStatus.PENDING.value:
-        return
+    """Start the task at its first claim and store ``task.started``.
+
+    On PostgreSQL the claim statement already set the status (``started_now``).
+    """
     now = clock.now()
-    changed = Task.objects.filter(pk=loaded.task["id"], status=TaskStatus.PENDING).update(
-        status=TaskStatus.IN_PROGRESS, started_at=now, updated_at=now
-    )
+    if loaded.task.get("started_now"):
+        changed = 1
+    elif loaded.task["status"] != TaskStatus.PENDING.value:
+        return
+    else:
+        changed = Task.objects.filter(pk=loaded.task["id"], status=TaskStatus.PENDING).update(
+            status=TaskStatus.IN_PROGRESS, started_at=now, updated_at=now
+        )
     if changed:
         emit_on_commit([_task_event(loaded, "task.started")], now)
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError
 
 from . import crypto
 from .policy import parse_duration
@@ -194,19 +193,9 @@ def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 def check_security_sections(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[Any]:
-    from ..models import NamedTask
+    from ..checks import current_templates
 
     messages: list[Any] = []
-    for alias in databases or ():
-        try:
-            rows = list(
-                NamedTask.objects.using(alias)
-                .filter(is_current=True)
-                .values_list("template", flat=True)
-            )
-        except DatabaseError:
-            continue
-        for template in rows:
-            if isinstance(template, dict):
-                messages.extend(template_messages(template))
+    for template in current_templates(databases):
+        messages.extend(template_messages(template))
     return messages
