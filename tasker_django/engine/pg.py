@@ -50,13 +50,29 @@ WITH c AS (
     RETURNING id, task_id, attempts, name, position, max_attempts, retryable, inputs,
               timeout_seconds, named_step_id
 ), ts AS (
-    -- The first claim of a task starts it (the runner then stores task.started).
+    -- The first claim of a task starts it,
     UPDATE {TASK}
        SET status = 'in_progress', started_at = %(now)s, updated_at = %(now)s
      WHERE id = (SELECT task_id FROM c) AND status = 'pending'
-    RETURNING id
+    RETURNING id, named_task_id
+), tev AS (
+    -- and logs task.started, unless the template audits: then the runner stores the
+    -- event and its audit record together.
+    INSERT INTO {EVENT}
+        (task_id, step_id, kind, name, from_status, to_status, actor, reason, payload,
+         created_at)
+    SELECT ts.id, NULL, 'transition', 'task.started', '', '', '', '',
+           jsonb_build_object('task_id', ts.id, 'task_name', tnt.name,
+                              'namespace', tn.name, 'version', tnt.version),
+           %(now)s
+      FROM ts
+      JOIN {NamedTask._meta.db_table} tnt ON tnt.id = ts.named_task_id
+      JOIN {Namespace._meta.db_table} tn ON tn.id = tnt.namespace_id
+     WHERE COALESCE(tnt.template #>> '{{sections,security,audit_logging,enabled}}', '')
+           <> 'true'
+    RETURNING 1
 )
-SELECT c.task_id, c.attempts, (SELECT count(*) FROM ts),
+SELECT c.task_id, c.attempts, (SELECT count(*) FROM ts), (SELECT count(*) FROM tev),
        c.name, c.position, c.max_attempts, c.retryable, c.inputs, c.timeout_seconds,
        t.status, t.context, t.tags, t.initiator, t.source_system, t.reason, t.priority,
        t.total_steps, nt.name, nt.version, n.name,
@@ -101,8 +117,8 @@ def _execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
 def claim_and_load(
     step_id: int, worker: str, now: datetime, lease: datetime
 ) -> list[tuple[Any, ...]]:
-    """Rows as runner.load() reads them, shifted by three leading columns (task_id,
-    attempts, and 1 when this claim started the task)."""
+    """Rows as runner.load() reads them, shifted by four leading columns: task_id,
+    attempts, 1 when this claim started the task, 1 when it also stored task.started."""
     return _execute(
         CLAIM_AND_LOAD, {"step": step_id, "worker": worker[:255], "now": now, "lease": lease}
     )

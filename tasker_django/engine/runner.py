@@ -252,10 +252,11 @@ def claim_and_load(step_id: int, worker: str | None = None) -> Loaded | None:
     c = Claim(
         step_id=step_id, task_id=rows[0][0], attempt=rows[0][1], claimed_at=now, worker=worker
     )
-    loaded = _loaded(c, [row[3:] for row in rows])
+    loaded = _loaded(c, [row[4:] for row in rows])
     if rows[0][2]:  # the statement started the task (the row read shows it pending)
         loaded.task["status"] = TaskStatus.IN_PROGRESS.value
         loaded.task["started_now"] = True
+        loaded.task["started_logged"] = bool(rows[0][3])
     return _throttle(loaded)
 
 
@@ -1001,6 +1002,12 @@ def mark_task_started(loaded: Loaded) -> None:
     On PostgreSQL the claim statement already set the status (``started_now``).
     """
     now = clock.now()
+    if loaded.task.get("started_logged"):
+        from .events import send_signals
+
+        loaded.task["started_logged"] = False  # signalled once
+        send_signals([_task_event(loaded, "task.started")])  # the claim stored the row
+        return
     if loaded.task.get("started_now"):
         changed = 1
     elif loaded.task["status"] != TaskStatus.PENDING.value:
