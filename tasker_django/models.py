@@ -327,12 +327,22 @@ class StepAttempt(models.Model):
     """Append-only: one row per attempt of a step, written when the attempt ends."""
 
     # Both indexed by the constraints and indexes below (no separate FK indexes:
-    # every index costs a write per attempt).
+    # every index costs a write per attempt). No database constraints either (history
+    # rows are written by the engine next to the row they describe; checking them cost
+    # a third of the finishing statement); deletes still cascade through the ORM.
     step = models.ForeignKey(
-        WorkflowStep, on_delete=models.CASCADE, related_name="attempt_history", db_index=False
+        WorkflowStep,
+        on_delete=models.CASCADE,
+        related_name="attempt_history",
+        db_index=False,
+        db_constraint=False,
     )
     task = models.ForeignKey(
-        Task, on_delete=models.CASCADE, related_name="attempt_history", db_index=False
+        Task,
+        on_delete=models.CASCADE,
+        related_name="attempt_history",
+        db_index=False,
+        db_constraint=False,
     )
     attempt_number = models.PositiveIntegerField()
     started_at = models.DateTimeField(null=True, blank=True)
@@ -373,9 +383,17 @@ class TaskEvent(models.Model):
         EVENT = "event", _("event")
 
     # Indexed by (task, created_at) below.
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events", db_index=False)
+    # No database constraints: see StepAttempt (the ORM still cascades deletes).
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="events", db_index=False, db_constraint=False
+    )
     step = models.ForeignKey(
-        WorkflowStep, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+        WorkflowStep,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="events",
+        db_constraint=False,
     )
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TRANSITION)
     name = models.CharField(max_length=128)

@@ -368,3 +368,18 @@ def test_heartbeat_renews_lease_and_handler_logs_carry_ids(load_template: Any, c
     assert lines == [f"[task {task.pk} step {step.pk}] charging card"]
     record = next(r for r in caplog.records if "charging card" in r.getMessage())
     assert (record.task_id, record.step_id) == (task.pk, step.pk)
+
+
+def test_deleting_a_task_deletes_its_history(load_template: Any) -> None:
+    """History tables have no database constraints (migration 0007): the ORM cascades."""
+    from tasker_django.models import StepAttempt, TaskEvent
+
+    load_template(chain_yaml("doomed", 3))
+    task = run_task_to_completion(create_task("doomed"))
+    kept = run_task_to_completion(create_task("doomed"))
+    assert StepAttempt.objects.filter(task=task).count() == 3
+    assert TaskEvent.objects.filter(task=task).exists()
+    task.delete()
+    assert not StepAttempt.objects.filter(task_id=task.pk).exists()
+    assert not TaskEvent.objects.filter(task_id=task.pk).exists()
+    assert StepAttempt.objects.filter(task=kept).count() == 3

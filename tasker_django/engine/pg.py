@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from ..conf import tasker_settings
 from ..models import (
@@ -97,8 +97,9 @@ def _execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     large statements on every call; prepared, they are planned once per connection.
     The statement is still logged where Django logs queries (tests count them).
     """
-    connection.ensure_connection()
-    raw = connection.connection
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: no proxy lookups below
+    db.ensure_connection()
+    raw = db.connection
     prepare = bool(tasker_settings.PG_PREPARED_STATEMENTS)
     if prepare and raw.prepare_threshold is None:
         # Django turns psycopg's preparing off (its own cursors bind on the client and
@@ -109,8 +110,8 @@ def _execute(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     with psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=prepare)
         rows = cursor.fetchall()
-    if connection.queries_logged:
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    if db.queries_logged:
+        db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
     return rows
 
 
