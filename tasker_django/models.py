@@ -170,7 +170,10 @@ class NamedStepEdge(models.Model):
 class Task(models.Model):
     """One run of a template version with a JSON context."""
 
-    named_task = models.ForeignKey(NamedTask, on_delete=models.PROTECT, related_name="tasks")
+    # Indexed by (named_task, status) below.
+    named_task = models.ForeignKey(
+        NamedTask, on_delete=models.PROTECT, related_name="tasks", db_index=False
+    )
     status = models.CharField(max_length=32, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     # Encrypted at rest when the template says so (security.encryption).
     context = EncryptedJSONField(default=dict, blank=True)
@@ -220,6 +223,13 @@ class Task(models.Model):
                 fields=["deadline_at"],
                 condition=Q(status__in=["pending", "in_progress"], deadline_at__isnull=False),
                 name="tasker_task_open_deadline",
+            ),
+            # The sweeper's settle pass (continue_on_failure): running tasks with a
+            # failed step. Small: only such tasks are in it.
+            models.Index(
+                fields=["id"],
+                condition=Q(status__in=["pending", "in_progress"], failed_steps__gt=0),
+                name="tasker_task_running_failed",
             ),
         ]
 

@@ -181,3 +181,52 @@ def test_checks_name_the_keys_without_effect() -> None:
     ):
         assert key in text, key
     assert all(isinstance(m, checks.Warning) for m in messages)
+
+
+AUDITED = """
+name: guarded_audited
+version: "1.0.0"
+step_templates:
+  - name: pay
+    handler_class: test.noop
+security:
+  access_control:
+    allowed_roles: ["payment_processor"]
+  audit_logging:
+    enabled: true
+"""
+OPEN_AUDITED = """
+name: open_audited
+version: "1.0.0"
+step_templates:
+  - name: pay
+    handler_class: test.noop
+security:
+  audit_logging:
+    enabled: true
+"""
+
+
+def test_audit_records_follow_allowed_roles(setup: dict[str, Any], load_template: Any) -> None:
+    load_template(AUDITED)
+    load_template(OPEN_AUDITED)
+    hidden = run_task_to_completion(create_task("guarded_audited"))
+    shown = run_task_to_completion(create_task("open_audited"))
+    for user in (setup["other"], setup["member"]):
+        user.user_permissions.add(Permission.objects.get(codename="view_auditrecord"))
+
+    def task_ids(user: User) -> set[int]:
+        response = api(user).get("/tasker/audit/", {"page_size": 500})
+        assert response.status_code == 200, response.content
+        return {row["task_id"] for row in response.json()["results"]}
+
+    assert task_ids(setup["other"]) == {shown.pk}
+    assert task_ids(setup["member"]) == {shown.pk, hidden.pk}
+    assert task_ids(setup["root"]) == {shown.pk, hidden.pk}
+
+    browser = Client()
+    browser.force_login(setup["other"])
+    page = browser.get(reverse("admin:tasker_django_auditrecord_changelist"))
+    assert page.status_code == 200
+    rows = page.context["cl"].result_list
+    assert {r.task_id for r in rows} == {shown.pk}

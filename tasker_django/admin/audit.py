@@ -15,6 +15,7 @@ from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext_lazy as _
 
 from ..models import AuditRecord, NamedTask
+from ..security.access import for_request
 from ..security.masking import for_user
 from . import display
 from .base import ReadOnlyAdmin
@@ -60,7 +61,9 @@ class AuditRecordAdmin(ReadOnlyAdmin):
         css = {"all": ("tasker_django/admin.css",)}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditRecord]:
-        return super().get_queryset(request).order_by("-created_at", "-id")
+        # security.access_control: not the records of templates the user may not see.
+        queryset = super().get_queryset(request).order_by("-created_at", "-id")
+        return for_request(request).exclude_hidden_audit(queryset)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[AuditRecord], search_term: str

@@ -17,6 +17,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 
 from ..models import AuditRecord, NamedTask
+from ..security.access import for_request
 from ..security.masking import can_view_sensitive, mask, sensitive_names
 from .base import TaskerViewMixin
 from .filters import IdFilter, UTCDateTimeFilter
@@ -97,6 +98,7 @@ class AuditRecordListView(TaskerViewMixin, generics.ListAPIView[AuditRecord]):
     def get_queryset(self) -> QuerySet[AuditRecord]:
         if fake(self):
             return AuditRecord.objects.none()
-        qs = AuditRecord.objects.all()
+        # security.access_control: not the records of templates the user may not see.
+        qs = for_request(self.request).exclude_hidden_audit(AuditRecord.objects.all())
         names = visible_namespaces(self.request)
         return qs if names is None else qs.filter(namespace__in=names)

@@ -29,7 +29,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from . import masking
@@ -199,6 +199,26 @@ class RequestSecurity:
         sql = hidden_templates_sql(queryset.db, user)
         # Table names come from model meta; the only value is the user id, a parameter.
         return queryset.exclude(**{f"{lookup}__in": RawSQL(sql, [user.pk])})  # noqa: S611
+
+    def exclude_hidden_audit(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """Audit records without those of templates the user may not see.
+
+        Records name their template (namespace, name, version) rather than point to it,
+        so they outlive it; hidden templates are few, matched by those three.
+        """
+        hidden = self.hidden_template_ids
+        if not hidden:
+            return queryset
+        from ..models import NamedTask
+
+        match = Q(pk__in=[])
+        for namespace, name, version in (
+            NamedTask.objects.using(queryset.db)
+            .filter(pk__in=hidden)
+            .values_list("namespace__name", "name", "version")
+        ):
+            match |= Q(namespace=namespace, template=name, version=version)
+        return queryset.exclude(match)
 
     def may_use(self, named_task: Any) -> bool:
         return self.superuser or allowed(self.user, policy_of(named_task))
