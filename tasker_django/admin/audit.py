@@ -11,14 +11,13 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext_lazy as _
 
 from ..models import AuditRecord, NamedTask
 from ..security.access import for_request
 from ..security.masking import for_user
 from . import display
-from .base import ReadOnlyAdmin
+from .base import ReadOnlyAdmin, id_or, search_terms
 
 
 @admin.register(AuditRecord)
@@ -68,17 +67,8 @@ class AuditRecordAdmin(ReadOnlyAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[AuditRecord], search_term: str
     ) -> tuple[QuerySet[AuditRecord], bool]:
-        for raw in smart_split(search_term):
-            term = raw
-            if term[:1] in "\"'" and term[-1:] == term[:1] and len(term) > 1:
-                term = unescape_string_literal(term)
-            if not term:
-                continue
-            match = Q(actor__icontains=term)
-            digits = term.removeprefix("#")
-            if digits.isdigit() and len(digits) < 19:
-                match |= Q(task_id=int(digits))
-            queryset = queryset.filter(match)
+        for term, number in search_terms(search_term):
+            queryset = queryset.filter(id_or(Q(actor__icontains=term), "task_id", number))
         return queryset, False
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:

@@ -8,17 +8,18 @@ permission and answers 403 without it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model
+from django.db.models import Model, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, reverse
+from django.utils.text import smart_split, unescape_string_literal
 
 from ..exceptions import InvalidTransition, TaskValidationError
 from ..security.access import for_request, masked_view
@@ -91,6 +92,24 @@ def _masked_pattern(pattern: Any) -> Any:
             pattern.pattern, masked_view(pattern.callback), pattern.default_args, pattern.name
         )
     return pattern
+
+
+def search_terms(search_term: str) -> Iterator[tuple[str, int | None]]:
+    """The admin search box's terms (quotes group words), each with the id it names:
+    ``123`` or ``#123`` -> 123, else None."""
+    for raw in smart_split(search_term):
+        term = raw
+        if term[:1] in "\"'" and term[-1:] == term[:1] and len(term) > 1:
+            term = unescape_string_literal(term)
+        if not term:
+            continue
+        digits = term.removeprefix("#")
+        yield term, int(digits) if digits.isdigit() and len(digits) < 19 else None
+
+
+def id_or(match: Q, field: str, number: int | None) -> Q:
+    """``match``, or also the row whose ``field`` is ``number`` when the term is an id."""
+    return match | Q(**{field: number}) if number is not None else match
 
 
 def require(request: HttpRequest, permission: str) -> None:

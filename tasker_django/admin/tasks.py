@@ -18,7 +18,6 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext_lazy as _
 
 from ..definitions.graph import dependency_levels
@@ -46,7 +45,9 @@ from .base import (
     ReadOnlyAdmin,
     admin_url,
     confirm_view,
+    id_or,
     require,
+    search_terms,
     url_pattern,
 )
 from .charts import render_bar_chart
@@ -226,22 +227,14 @@ class TaskAdmin(ReadOnlyAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Task], search_term: str
     ) -> tuple[QuerySet[Task], bool]:
-        for raw in smart_split(search_term):
-            term = raw
-            if term[:1] in "\"'" and term[-1:] == term[:1] and len(term) > 1:
-                term = unescape_string_literal(term)
-            if not term:
-                continue
+        for term, number in search_terms(search_term):
             match = (
                 Q(initiator__icontains=term)
                 | Q(idempotency_key=term)
                 | Q(tags__icontains=term)
                 | Q(context__icontains=term)
             )
-            digits = term.removeprefix("#")
-            if digits.isdigit() and len(digits) < 19:
-                match |= Q(pk=int(digits))
-            queryset = queryset.filter(match)
+            queryset = queryset.filter(id_or(match, "pk", number))
         return queryset, False
 
     # -- columns and fields ---------------------------------------------------

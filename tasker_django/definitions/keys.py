@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .parse import TOP_LEVEL_KEYS
+
 #: Keys whose content is the user's own data.
 OPEN: frozenset[str] = frozenset(
     {
@@ -54,19 +56,8 @@ NO_EFFECT: dict[str, str] = {
 #: Keys with behaviour (the description is the short form of the docs table).
 KNOWN: frozenset[str] = frozenset(
     {
-        # identity
-        "name",
-        "namespace",
-        "namespace_name",
-        "version",
-        "description",
-        "module_namespace",
-        "task_handler_class",
-        "default_dependent_system",
-        "named_steps",
-        "schema",
-        "input_schema",
-        "environments",
+        # identity and the task-wide mappings (parse.py reads them itself)
+        *TOP_LEVEL_KEYS,
         # steps
         "step_templates",
         "steps",
