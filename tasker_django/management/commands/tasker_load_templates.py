@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tasker_django.conf import tasker_settings
 from tasker_django.definitions import TemplateError, iter_template_files, load_template_file
+from tasker_django.definitions.keys import inert_keys, stored_raw
 from tasker_django.exceptions import TemplateConflict
 from tasker_django.services.templates import handler_resolver, save_template
 
@@ -62,6 +63,7 @@ class Command(BaseCommand):
             if options["check"]:
                 counts["valid"] += 1
                 self.stdout.write(f"valid     {label} ({len(template.steps)} steps)  {path}")
+                self._inert_keys(template)
                 continue
             try:
                 result = save_template(template, force=options["force"])
@@ -72,7 +74,20 @@ class Command(BaseCommand):
             counts[result.outcome] += 1
             style = self.style.SUCCESS if result.outcome != "unchanged" else (lambda s: s)
             self.stdout.write(style(f"{result.outcome:<9} {label}  {path}"))
+            self._inert_keys(template)
         summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         self.stdout.write(f"{len(files)} file(s): {summary or 'nothing loaded'}, {failures} failed")
         if failures:
             raise CommandError(f"{failures} template file(s) failed")
+
+    def _inert_keys(self, template: Any) -> None:
+        """Keys of the template that do nothing (system checks W013 and W011 name them too)."""
+        from tasker_django.security.checks import template_messages
+
+        data = template.to_dict()
+        notes = [f"key {key!r} {reason}" for key, reason in inert_keys(stored_raw(data))]
+        notes += [
+            m.msg.split(": ", 1)[-1] for m in template_messages(data) if m.id.endswith("W011")
+        ]
+        for note in notes:
+            self.stdout.write(self.style.WARNING(f"  note: {note}"))
