@@ -354,16 +354,12 @@ class StepViewSet(
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        step = self.get_object()
-        body = s.RetryStepSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        operations.retry_step(
-            step.pk,
-            actor=request.user,
-            reason=body.validated_data["reason"],
-            reset_downstream=body.validated_data["reset_downstream"],
+        return self._operate(
+            s.RetryStepSerializer,
+            operations.retry_step,
+            "reason",
+            "reset_downstream",
         )
-        return self._detail(step)
 
     @extend_schema(
         summary="Resolve a step by hand (optionally with results)",
@@ -372,16 +368,7 @@ class StepViewSet(
     )
     @action(detail=True, methods=["post"])
     def resolve(self, request: Request, pk: str) -> Response:
-        step = self.get_object()
-        body = s.ResolveStepSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        operations.resolve_step(
-            step.pk,
-            results=body.validated_data["results"],
-            actor=request.user,
-            reason=body.validated_data["reason"],
-        )
-        return self._detail(step)
+        return self._operate(s.ResolveStepSerializer, operations.resolve_step, "reason", "results")
 
     @extend_schema(
         summary="Complete a step by hand with results",
@@ -390,26 +377,25 @@ class StepViewSet(
     )
     @action(detail=True, methods=["post"])
     def complete(self, request: Request, pk: str) -> Response:
-        step = self.get_object()
-        body = s.CompleteStepSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        operations.complete_step(
-            step.pk,
-            results=body.validated_data["results"],
-            actor=request.user,
-            reason=body.validated_data["reason"],
+        return self._operate(
+            s.CompleteStepSerializer, operations.complete_step, "reason", "results"
         )
-        return self._detail(step)
 
     @extend_schema(
         summary="Cancel a step", request=s.ReasonSerializer, responses=s.StepDetailSerializer
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
+        return self._operate(s.ReasonSerializer, operations.cancel_step, "reason")
+
+    def _operate(self, serializer: type[Any], operation: Any, *fields: str) -> Response:
+        """Validate the body, run the operator action on the step as the request's user
+        (with the body's ``fields``), answer the step's detail."""
         step = self.get_object()
-        body = s.ReasonSerializer(data=request.data)
+        body = serializer(data=self.request.data)
         body.is_valid(raise_exception=True)
-        operations.cancel_step(step.pk, actor=request.user, reason=body.validated_data["reason"])
+        values = {name: body.validated_data[name] for name in fields}
+        operation(step.pk, actor=self.request.user, **values)
         return self._detail(step)
 
 
