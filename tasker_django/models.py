@@ -47,6 +47,9 @@ FINAL_TASK_STATUSES = (
     TaskStatus.CANCELLED,
     TaskStatus.RESOLVED_MANUALLY,
 )
+#: Task states in which nothing runs any more (``error`` included: only an operator
+#: can start it again).
+ENDED_TASK_STATUSES = (*FINAL_TASK_STATUSES, TaskStatus.ERROR)
 
 
 class AttemptOutcome(models.TextChoices):

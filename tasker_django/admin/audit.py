@@ -13,8 +13,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
-from ..models import AuditRecord, NamedTask
+from ..models import AuditRecord
 from ..security.access import for_request
+from ..security.audit import template_of
 from ..security.masking import for_user
 from . import display
 from .base import ReadOnlyAdmin, id_or, search_terms
@@ -102,13 +103,6 @@ class AuditRecordAdmin(ReadOnlyAdmin):
     def payload_json(self, obj: AuditRecord) -> SafeString:
         """Stored masked unless the template's ``include_sensitive_data`` is true; then
         masked here too for users without ``tasker_django.view_sensitive_data``."""
-        template = (
-            NamedTask.objects.filter(
-                namespace__name=obj.namespace, name=obj.template, version=obj.version
-            )
-            .order_by("-revision")
-            .values_list("template", flat=True)
-            .first()
-        )
+        template = template_of(obj)
         viewer = getattr(obj, "_tasker_viewer", None)
         return display.json_block(for_user(obj.payload, viewer, template))

@@ -16,8 +16,9 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 
-from ..models import AuditRecord, NamedTask
+from ..models import AuditRecord
 from ..security.access import for_request
+from ..security.audit import template_of
 from ..security.masking import can_view_sensitive, mask, sensitive_names
 from .base import TaskerViewMixin
 from .filters import IdFilter, UTCDateTimeFilter
@@ -75,15 +76,7 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
             self.context["_sensitive"] = names  # type: ignore[index]
         key = (obj.namespace, obj.template, obj.version)
         if key not in names:
-            template = (
-                NamedTask.objects.filter(
-                    namespace__name=obj.namespace, name=obj.template, version=obj.version
-                )
-                .order_by("-revision")
-                .values_list("template", flat=True)
-                .first()
-            )
-            names[key] = sensitive_names(template)
+            names[key] = sensitive_names(template_of(obj))
         return dict(mask(obj.payload or {}, names[key]))
 
 

@@ -241,6 +241,22 @@ def audits(named_task_id: int, content_hash: str) -> bool:
     return policy_for(named_task_id, content_hash).events.audit is not None
 
 
+def template_of(record: AuditRecord) -> dict[str, Any] | None:
+    """The template JSON a record names (its newest revision), for masking it on display;
+    None when that template is gone."""
+    from ..models import NamedTask
+
+    template: dict[str, Any] | None = (
+        NamedTask.objects.filter(
+            namespace__name=record.namespace, name=record.template, version=record.version
+        )
+        .order_by("-revision")
+        .values_list("template", flat=True)
+        .first()
+    )
+    return template
+
+
 def prune(now: datetime, *, dry_run: bool = False, batch_size: int = 10_000) -> int:
     """Delete audit records whose ``expires_at`` has passed; returns how many."""
     from ..models import AuditRecord

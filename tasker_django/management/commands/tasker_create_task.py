@@ -8,17 +8,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from tasker_django.exceptions import TaskerError, TaskValidationError
-from tasker_django.models import Task, TaskStatus
+from tasker_django.models import ENDED_TASK_STATUSES, Task, TaskStatus
 from tasker_django.services.tasks import create_task
 
 from ._util import parse_json_arg, parse_json_object
-
-FINISHED = (
-    TaskStatus.COMPLETE,
-    TaskStatus.ERROR,
-    TaskStatus.CANCELLED,
-    TaskStatus.RESOLVED_MANUALLY,
-)
 
 
 class Command(BaseCommand):
@@ -92,7 +85,7 @@ class Command(BaseCommand):
                 bar.n = task.completed_steps
                 bar.set_postfix(status=task.status, failed=task.failed_steps)
                 bar.refresh()
-                if task.status in FINISHED:
+                if task.status in ENDED_TASK_STATUSES:
                     break
                 if deadline and time.monotonic() > deadline:
                     raise CommandError(f"task {task.pk} still {task.status} after {timeout} s")

@@ -17,15 +17,8 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 
 from tasker_django.engine import clock
-from tasker_django.models import Task, TaskStatus
+from tasker_django.models import ENDED_TASK_STATUSES, Task
 from tasker_django.security.policy import policies
-
-FINISHED = (
-    TaskStatus.COMPLETE,
-    TaskStatus.ERROR,
-    TaskStatus.CANCELLED,
-    TaskStatus.RESOLVED_MANUALLY,
-)
 
 
 class Command(BaseCommand):
@@ -45,7 +38,7 @@ class Command(BaseCommand):
         for named_task_id, seconds in sorted(retained.items()):
             cutoff = now - timedelta(seconds=float(seconds))
             old = (
-                Task.objects.filter(named_task_id=named_task_id, status__in=FINISHED)
+                Task.objects.filter(named_task_id=named_task_id, status__in=ENDED_TASK_STATUSES)
                 .annotate(finished=Coalesce("completed_at", "updated_at"))
                 .filter(Q(finished__lt=cutoff))
                 .order_by("pk")
