@@ -74,7 +74,7 @@ def test_a_claim_over_the_step_limit_is_given_back(load_template: Any, sections:
 
     kicked: list[list[int]] = []
     original = dispatch._safe_send
-    dispatch._safe_send = kicked.append  # type: ignore[assignment]
+    dispatch._safe_send = lambda ids, priority=0: kicked.append(ids)  # type: ignore[assignment]
     try:
         outcome = runner.execute(running)
         runner.finish(running, outcome)
@@ -335,10 +335,37 @@ def test_batching_sends_kicks_in_batches(load_template: Any) -> None:
     )
     sent: list[list[int]] = []
     original = dispatch._safe_send
-    dispatch._safe_send = sent.append  # type: ignore[assignment]
+    dispatch._safe_send = lambda ids, priority=0: sent.append(ids)  # type: ignore[assignment]
     try:
         task = create_task("batched")
     finally:
         dispatch._safe_send = original  # type: ignore[assignment]
     assert [len(batch) for batch in sent] == [2, 2, 1]
     assert sorted(pk for batch in sent for pk in batch) == sorted(roots(task))
+
+
+def test_on_redis_kicks_of_higher_priority_tasks_go_first(
+    load_template: Any, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """task_config.priority orders dispatch on Redis: its workers pop from the head."""
+    calls: list[tuple[str, int]] = []
+
+    class FakeRedis:
+        def lpush(self, key: str, *packages: str) -> None:
+            calls.append(("lpush", len(packages)))
+
+        def rpush(self, key: str, *packages: str) -> None:
+            calls.append(("rpush", len(packages)))
+
+    class FakeBroker:
+        list_key = "tasker"
+        connection = FakeRedis()
+
+    monkeypatch.setattr(dispatch, "get_broker", lambda: FakeBroker())
+    load_template(fan_yaml("urgent", 2, task_config={"priority": "high"}))
+    load_template(fan_yaml("routine", 2))
+    with django_capture_on_commit_callbacks(execute=True):  # Redis kicks go on commit
+        create_task("routine")
+        create_task("urgent")
+        create_task("urgent", priority="low")
+    assert calls == [("rpush", 2), ("lpush", 2), ("rpush", 2)]

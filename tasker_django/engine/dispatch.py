@@ -85,7 +85,7 @@ def _orm_alias(broker: Any) -> str | None:
     return Conf.ORM if isinstance(broker, ORM) else None
 
 
-def _send(step_ids: Sequence[int]) -> None:
+def _send(step_ids: Sequence[int], priority: int = 0) -> None:
     broker = get_broker()
     packages = [_package(i) for i in step_ids]
     alias = _orm_alias(broker)
@@ -100,7 +100,11 @@ def _send(step_ids: Sequence[int]) -> None:
         return
     connection = getattr(broker, "connection", None)
     if connection is not None and hasattr(connection, "rpush"):  # Redis
-        connection.rpush(broker.list_key, *packages)
+        if priority > 0:
+            # task_config.priority: workers pop from the head, so these go first.
+            connection.lpush(broker.list_key, *packages)
+        else:
+            connection.rpush(broker.list_key, *packages)
         return
     for package in packages:
         broker.enqueue(package)
@@ -112,29 +116,31 @@ def kick_steps(
     """Send a kick for each step id. The steps must already be ``enqueued``.
 
     Kicks go to the broker together (one ``INSERT`` on the ORM broker, one ``RPUSH``
-    on Redis), ``batch_size`` at a time when given (``performance.batching``).
+    on Redis), ``batch_size`` at a time when given (``performance.batching``). On
+    Redis, kicks of tasks with a positive ``priority`` go to the head of the queue;
+    the ORM broker is first in, first out.
     """
     ids = [int(i) for i in step_ids]
     if not ids or is_suppressed():
         return
     size = batch_size if batch_size and batch_size > 0 else len(ids)
     for start in range(0, len(ids), size):
-        _kick(ids[start : start + size])
+        _kick(ids[start : start + size], priority)
 
 
-def _kick(ids: list[int]) -> None:
+def _kick(ids: list[int], priority: int = 0) -> None:
     broker = get_broker()
     alias = _orm_alias(broker)
     in_transaction = alias is not None and transaction.get_connection(alias).in_atomic_block
     if in_transaction or transaction.get_autocommit():
-        _safe_send(ids)
+        _safe_send(ids, priority)
     else:
-        transaction.on_commit(lambda: _safe_send(ids))
+        transaction.on_commit(lambda: _safe_send(ids, priority))
 
 
-def _safe_send(ids: list[int]) -> None:
+def _safe_send(ids: list[int], priority: int = 0) -> None:
     try:
-        _send(ids)
+        _send(ids, priority)
     except Exception:
         # The steps stay enqueued in the database; the sweeper kicks them again.
         logger.exception("could not send kicks for steps %s; the sweeper will retry", ids)

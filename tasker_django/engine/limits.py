@@ -235,7 +235,7 @@ def _admit_tasks(task_ids: list[int]) -> list[int]:
                 now,
             )
             policy = policy_for_template(task.named_task_id)
-            dispatch.kick_steps(root_ids, batch_size=policy.batch_size)
+            dispatch.kick_steps(root_ids, task.priority, batch_size=policy.batch_size)
             admitted.append(task.pk)
     if admitted:
         logger.info("admitted waiting tasks %s", admitted)

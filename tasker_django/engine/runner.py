@@ -701,7 +701,7 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
     if task_status in RUNNING_TASK_STATUSES and ready:
         if allow_eager:
             eager, ready = ready[0], ready[1:]
-        dispatch.kick_steps(ready, batch_size=_policy(loaded).batch_size)
+        dispatch.kick_steps(ready, loaded.task["priority"], batch_size=_policy(loaded).batch_size)
     else:
         ready = []
     signals = [completed, task_done] if transitioned else [completed]
@@ -765,7 +765,9 @@ def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> F
                 if allow_eager:
                     eager = ready[0]
                     ready = ready[1:]
-                dispatch.kick_steps(ready, batch_size=_policy(loaded).batch_size)
+                dispatch.kick_steps(
+                    ready, loaded.task["priority"], batch_size=_policy(loaded).batch_size
+                )
             else:
                 ready = []
     if not stored:
