@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.utils.dateparse import parse_datetime
 
 from ..conf import tasker_settings
 from ..models import (
@@ -570,7 +571,10 @@ def _check_results(results: Any) -> dict[str, Any]:
 class Finished:
     stored: bool
     kicked: list[int] = field(default_factory=list)
+    #: The readied child to run next (eager continuation): an id still to claim, or,
+    #: on PostgreSQL, already claimed and loaded by the finish statement.
     eager: int | None = None
+    eager_loaded: Loaded | None = None
     task_status: str | None = None
 
 
@@ -679,11 +683,14 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
     task_done = _task_event(loaded, "task.completed")
     # security.audit_logging: the statement and the audit records commit together.
     audited = audits(loaded.step["named_task_id"], loaded.step["template_hash"])
+    # The finish claims the first child it readies, unless limits must vet each claim.
+    claim_child = allow_eager and not _policy(loaded).throttled
+    results = outcome.results
     with transaction.atomic() if audited else nullcontext():
-        stored, task_status, transitioned, ready = pg.finish_success(
+        stored, task_status, transitioned, ready, picked = pg.finish_success(
             step_id=c.step_id,
             attempt=c.attempt,
-            results=_json_param(crypto.sealed_results(loaded, outcome.results)),
+            results=_json_param(crypto.sealed_results(loaded, results)),
             now=now,
             claimed=c.claimed_at,
             duration_ms=outcome.duration_ms,
@@ -691,6 +698,8 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
             started_payload=_json_param(_step_event(loaded, "step.started").payload),
             completed_payload=_json_param(completed.payload),
             task_payload=_json_param(task_done.payload),
+            eager=claim_child,
+            lease=now + timedelta(seconds=float(tasker_settings.LEASE_SECONDS)),
         )
         if stored and audited:
             started = _step_event(loaded, "step.started", at=c.claimed_at)
@@ -698,15 +707,88 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
     if not stored:
         return _record_discarded(loaded, outcome, now)
     eager = None
+    eager_loaded = _picked_child(loaded, results, picked, now) if picked else None
     if task_status in RUNNING_TASK_STATUSES and ready:
-        if allow_eager:
+        if allow_eager and eager_loaded is None:
             eager, ready = ready[0], ready[1:]
         dispatch.kick_steps(ready, loaded.task["priority"], batch_size=_policy(loaded).batch_size)
     else:
         ready = []
     signals = [completed, task_done] if transitioned else [completed]
     transaction.on_commit(lambda: send_signals(signals))
-    return Finished(stored=True, kicked=ready, eager=eager, task_status=task_status)
+    return Finished(
+        stored=True,
+        kicked=ready,
+        eager=eager_loaded.claim.step_id if eager_loaded else eager,
+        eager_loaded=eager_loaded,
+        task_status=task_status,
+    )
+
+
+_DONE_PARENT = frozenset({StepStatus.COMPLETE.value, StepStatus.RESOLVED_MANUALLY.value})
+
+
+def _picked_child(loaded: Loaded, results: Any, picked: list[Any], now: datetime) -> Loaded:
+    """The child the finish statement claimed, loaded as claim_and_load() would.
+
+    The statement read the child's parents from its snapshot: the step it finished
+    shows as it was, so its status and results are patched in here. Another parent
+    that looks unfinished committed after that snapshot (its finish made this child
+    wait for the row lock); the child is then read again, as it is for an encrypted
+    task, whose values must be decrypted.
+    """
+    c = loaded.claim
+    (child_id, attempt, name, position, max_attempts, retryable, inputs, timeout) = picked[:8]
+    handler_class, handler_config, backoff, parents, claimed_at = picked[8:13]
+    claim_ = Claim(
+        step_id=child_id,
+        task_id=c.task_id,
+        attempt=attempt,
+        claimed_at=parse_datetime(claimed_at) or now,
+        worker=c.worker,
+    )
+    rows = []
+    fresh = not loaded.task.get(crypto.ENCRYPTED)
+    for p in parents or []:
+        if p[0] == c.step_id:
+            p = [p[0], p[1], StepStatus.COMPLETE.value, results, c.attempt, *p[5:]]
+        elif p[2] not in _DONE_PARENT:
+            fresh = False
+        rows.append(p)
+    if not fresh:
+        return load(claim_)
+    step = {
+        "id": child_id,
+        "name": name,
+        "position": position,
+        "max_attempts": max_attempts,
+        "retryable": bool(retryable),
+        "inputs": _load_json(inputs) or {},
+        "timeout_seconds": timeout,
+        "attempts": attempt,
+        "handler_class": handler_class,
+        "handler_config": _load_json(handler_config) or {},
+        "backoff": _load_json(backoff),
+        "named_task_id": loaded.step["named_task_id"],
+        "template_hash": loaded.step["template_hash"],
+    }
+    task = {k: v for k, v in loaded.task.items() if k not in ("started_now", "started_logged")}
+    task["status"] = TaskStatus.IN_PROGRESS.value
+    parents_ = [
+        {
+            "id": p[0],
+            "name": p[1],
+            "status": p[2],
+            "results": _load_json(p[3]),
+            "attempts": p[4],
+            "max_attempts": p[5],
+            "inputs": _load_json(p[6]) or {},
+            "position": p[7],
+            "retryable": bool(p[8]),
+        }
+        for p in rows
+    ]
+    return Loaded(claim=claim_, step=step, task=task, parents=parents_)
 
 
 def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> Finished:
@@ -1074,8 +1156,9 @@ def run_step_loop(
     deadline = time.monotonic() + float(tasker_settings.EAGER_MAX_SECONDS)
     ran = 0
     next_id: int | None = step_id
-    while next_id is not None:
-        loaded = claim_and_load(next_id, worker)
+    preloaded: Loaded | None = None
+    while preloaded is not None or next_id is not None:
+        loaded = preloaded or claim_and_load(next_id, worker)  # type: ignore[arg-type]
         if loaded is None:
             break
         ran += 1
@@ -1087,5 +1170,5 @@ def run_step_loop(
         finally:
             if on_release:
                 on_release()
-        next_id = result.eager
+        preloaded, next_id = result.eager_loaded, result.eager
     return ran

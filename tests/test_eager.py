@@ -1,0 +1,134 @@
+"""Eager continuation: the worker that readies a child runs it next.
+
+On PostgreSQL the finish statement claims that child itself (no claim statement of
+its own); these tests check the child is claimed once, sees its parents' results,
+and that the runner reloads it when the statement's snapshot may be stale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from tasker_django import create_task
+from tasker_django.engine import dispatch, pg
+from tasker_django.engine.runner import run_step_loop
+from tasker_django.models import StepAttempt, StepStatus, TaskStatus, WorkflowStep
+
+from .conftest import is_postgres
+
+pytestmark = pytest.mark.django_db
+
+DIAMOND = """
+name: eager_diamond
+version: "1.0.0"
+step_templates:
+  - {name: a, handler_class: test.echo}
+  - {name: b, handler_class: test.echo, depends_on_step: a}
+  - {name: c, handler_class: test.echo, depends_on_step: a}
+  - {name: d, handler_class: test.echo, depends_on_steps: [b, c]}
+"""
+
+
+def steps(task: Any) -> dict[str, WorkflowStep]:
+    return {s.name: s for s in WorkflowStep.objects.filter(task=task)}
+
+
+def test_readied_child_runs_next_in_the_same_call(load_template: Any) -> None:
+    load_template(DIAMOND)
+    task = create_task("eager_diamond", context={"value": 7})
+    with dispatch.suppressed():
+        assert run_step_loop(steps(task)["a"].pk, worker="w1", eager=True) == 2  # a, then b
+        s = steps(task)
+        assert (s["b"].status, s["b"].attempts, s["b"].worker_id) == ("complete", 1, "w1")
+        assert s["c"].status == StepStatus.ENQUEUED  # kicked, left to another worker
+        assert s["b"].results == {"value": 7, "parents": {"a": {"value": 7, "parents": {}}}}
+        # c's finish readies d (b is complete): d runs next, seeing both parents.
+        assert run_step_loop(s["c"].pk, worker="w2", eager=True) == 2
+    s = steps(task)
+    assert s["d"].status == StepStatus.COMPLETE and s["d"].worker_id == "w2"
+    assert set(s["d"].results["parents"]) == {"b", "c"}
+    assert s["d"].results["parents"]["b"] == s["b"].results
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETE and task.completed_steps == 4
+    # One attempt each, all counted before the handler ran.
+    assert sorted(
+        StepAttempt.objects.filter(task=task).values_list("attempt_number", flat=True)
+    ) == [
+        1,
+        1,
+        1,
+        1,
+    ]
+    assert all(x.claimed_at and x.started_at and x.enqueued_at for x in s.values())
+
+
+@pytest.mark.postgres_only
+def test_finish_statement_claims_the_child(load_template: Any) -> None:
+    """Two steps, three statements: claim a, finish a (claiming b), finish b."""
+    if not is_postgres():
+        pytest.skip("PostgreSQL fast path")
+    load_template(DIAMOND)
+    a = steps(create_task("eager_diamond"))["a"].pk
+    with dispatch.suppressed(), CaptureQueriesContext(connection) as ctx:
+        assert run_step_loop(a, eager=True) == 2
+    statements = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) == 3, statements
+    assert [" ".join(s.split()[:3]) for s in statements] == [
+        "WITH c AS",
+        "WITH done AS",
+        "WITH done AS",
+    ]
+
+
+@pytest.mark.postgres_only
+def test_child_is_reloaded_when_another_parent_looks_unfinished(
+    load_template: Any, monkeypatch: Any
+) -> None:
+    """A parent that committed after the finish statement's snapshot shows as unfinished
+    there: the runner reads the child again instead of handing it stale results."""
+    if not is_postgres():
+        pytest.skip("PostgreSQL fast path")
+    load_template(DIAMOND)
+    task = create_task("eager_diamond", context={"value": 1})
+    with dispatch.suppressed():
+        run_step_loop(steps(task)["a"].pk, eager=False)
+        run_step_loop(steps(task)["b"].pk, eager=False)
+        real = pg.finish_success
+        calls: list[str] = []
+
+        def stale_snapshot(**kwargs: Any) -> Any:
+            stored, status, done, ready, picked = real(**kwargs)
+            if picked is None:  # d's own finish readies nothing
+                return stored, status, done, ready, picked
+            calls.append(picked[2])
+            parents = [list(p) for p in picked[11]]
+            for p in parents:
+                if p[1] == "b":  # as a snapshot taken before b committed would show it
+                    p[2], p[3] = "in_progress", None
+            return stored, status, done, ready, [*picked[:11], parents, *picked[12:]]
+
+        monkeypatch.setattr(pg, "finish_success", stale_snapshot)
+        assert run_step_loop(steps(task)["c"].pk, eager=True) == 2
+    assert calls == ["d"]
+    d = steps(task)["d"]
+    assert d.status == StepStatus.COMPLETE
+    assert d.results["parents"]["b"] == steps(task)["b"].results  # read again, not None
+
+
+def test_encrypted_task_child_sees_plain_parent_results(load_template: Any) -> None:
+    from django.test import override_settings
+
+    from .test_encryption import CARD, KEY_A, SEEN, TEMPLATE
+
+    SEEN.clear()
+    with override_settings(TASKER={"ENCRYPTION_KEYS": [KEY_A]}):
+        load_template(TEMPLATE.format(name="enc_eager", enabled="true", fail="false"))
+        task = create_task("enc_eager", context={"card_number": CARD})
+        with dispatch.suppressed():
+            assert run_step_loop(steps(task)["charge"].pk, eager=True) == 2
+        assert steps(task)["confirm"].status == StepStatus.COMPLETE
+    assert SEEN[1]["parents"]["charge"] == {"token_for": CARD, "from": "charge"}
