@@ -128,6 +128,59 @@ def test_kill_9_in_the_middle_of_a_handler(
     assert str(pid) in lost.worker
 
 
+def process_group(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_sigterm_to_the_whole_process_group_stops_the_worker(
+    workers: Workers, load_template: Any, tmp_path: Path
+) -> None:
+    """systemd's default KillMode, ``kill -- -PGID`` and Ctrl-C signal every process of
+    the worker at once. The django-q2 sentinel dies at once; the command must still
+    exit (django-q2's own stop would wait forever on the dead sentinel), and the step
+    its worker was running is recovered by the next worker."""
+    load_template(
+        chain_yaml(
+            "group",
+            2,
+            handler="test.sleepy",
+            default_retry_limit=3,
+            handler_config={"seconds": 30, "sleep_times": 1},
+            retry_backoff={"initial_delay": 0.1, "max_delay": 0.2, "jitter": False},
+        )
+    )
+    workers.start(1)
+    task = create_task("group", context={"marker_dir": str(tmp_path)})
+    wait_for(lambda: next(tmp_path.glob("*-1.pid"), None), timeout=30)
+    proc = workers.procs[0]
+    others = [pid for pid in process_group(proc.pid) if pid != proc.pid]
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    (sentinel,) = (int(pid) for pid in children)
+    # The worst order, made certain: the sentinel still looks alive when the command
+    # starts stopping the cluster, and dies before it can answer.
+    os.kill(sentinel, signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGTERM)
+    time.sleep(1)
+    for pid in others:
+        os.kill(pid, signal.SIGKILL if pid == sentinel else signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, workers.output()[-3000:]
+    assert "tasker worker: stopped" in workers.output()
+    workers.start(1)
+    task = wait_finished([task], timeout=90)[0]
+    assert task.status == TaskStatus.COMPLETE, workers.output()[-3000:]
+    first = WorkflowStep.objects.get(task=task, name="s0")
+    assert first.attempts == 2
+
+
 @pytest.mark.postgres_only
 def test_emptied_broker_loses_no_work(workers: Workers, load_template: Any) -> None:
     load_template(chain_yaml("lossy", 4))
