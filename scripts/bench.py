@@ -53,6 +53,7 @@ DIAMONDS = 500
 RAW_MESSAGES = 2000
 THROUGHPUT_ROUNDS = 3  # raw and tasker throughput alternate; the table shows medians
 BIG_STEPS = 10_000
+COST_DIAMONDS = 300  # diamonds run in one process for the cost of a step
 CREATE_REPEATS = 3
 
 # Redis keys the raw django-q2 functions write their stamps to.
@@ -194,9 +195,9 @@ class Process:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        # SIGTERM to the main process only: the cluster stops its own children. A
-        # SIGTERM to the whole group kills them under the sentinel, whose main
-        # process then hangs (seen with django-q2 1.11).
+        # SIGTERM to the main process only: the cluster stops its own children
+        # gracefully (a SIGTERM to the whole group kills them at once; raw qcluster's
+        # main process then hangs, see tasker_worker._stop_cluster).
         if proc.poll() is None:
             proc.terminate()
         try:
@@ -511,6 +512,62 @@ def statements_for_step(step_id: int) -> list[str]:
     return [q["sql"] for q in ctx.captured_queries]
 
 
+def _backend_cpu_seconds(pid: int) -> float | None:
+    """CPU time of a PostgreSQL backend on this host (None when it runs elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def step_cost() -> dict[str, Any]:
+    """Diamond steps run in this process, without django-q2: Python and PostgreSQL CPU
+    per step, the cost the two workers and their backends share in the throughput run."""
+    import resource
+
+    from django.db import connection
+
+    from tasker_django import create_task
+    from tasker_django.engine import dispatch
+    from tasker_django.engine.runner import run_step_loop
+    from tasker_django.models import StepStatus, WorkflowStep
+
+    load_templates(DIAMOND_YAML)
+    with dispatch.suppressed():
+        ids = [create_task("bench_diamond").pk for _ in range(COST_DIAMONDS)]
+    analyze()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def enqueued() -> list[int]:
+        rows = WorkflowStep.objects.filter(task_id__in=ids, status=StepStatus.ENQUEUED)
+        return list(rows.order_by("pk").values_list("pk", flat=True))
+
+    pg_before = _backend_cpu_seconds(backend)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    py_before = usage.ru_utime + usage.ru_stime
+    wall = time.perf_counter()
+    ran = 0
+    with dispatch.suppressed():  # the siblings' kicks: no broker in this measurement
+        queue = enqueued()
+        while queue:
+            for step_id in queue:
+                ran += run_step_loop(step_id, worker="bench", eager=True)
+            queue = enqueued()
+    wall = time.perf_counter() - wall
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    py = usage.ru_utime + usage.ru_stime - py_before
+    pg_after = _backend_cpu_seconds(backend)
+    return {
+        "steps": ran,
+        "wall_ms": 1000 * wall / ran,
+        "python_ms": 1000 * py / ran,
+        "postgres_ms": None if pg_before is None else 1000 * (pg_after - pg_before) / ran,
+    }
+
+
 def phase_sql(logdir: Path) -> dict[str, Any]:
     from django.db import connection
 
@@ -550,6 +607,9 @@ def phase_sql(logdir: Path) -> dict[str, Any]:
         later = statements_for_step(steps["s1"])
         counts[str(size)] = {"first": first, "later": later}
     results["statements"] = counts
+    purge()
+    log(f"sql: cost of a step in one process ({COST_DIAMONDS} diamonds, no django-q2)")
+    results["step_cost"] = step_cost()
     purge()
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
@@ -724,6 +784,16 @@ def report(results: dict[str, Any], elapsed: float) -> str:
                 f"| {n} (+{control} BEGIN/COMMIT) | – | ≤ 8, same for both sizes "
                 f"| {verdict(n <= 8 and same)} |"
             )
+    cost = sql["step_cost"]
+    pg_ms = "n/a (PostgreSQL on another host)"
+    if cost["postgres_ms"] is not None:
+        pg_ms = f"{cost['postgres_ms']:.2f} ms of PostgreSQL backend CPU"
+    lines += [
+        "",
+        f"Cost of a diamond step run in one process without django-q2 ({cost['steps']} "
+        f"steps): {cost['python_ms']:.2f} ms of Python CPU, {pg_ms}, "
+        f"{cost['wall_ms']:.2f} ms wall.",
+    ]
     lines += [
         "",
         f"Latency: gaps between consecutive steps' `claimed_at` over {CHAINS} chains "
