@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tasker_django import create_task
+from tasker_django import StepHandler, create_task
 from tasker_django.engine import dispatch, pg
 from tasker_django.engine.runner import run_step_loop
 from tasker_django.models import StepAttempt, StepStatus, TaskStatus, WorkflowStep
@@ -31,6 +31,16 @@ step_templates:
   - {name: c, handler_class: test.echo, depends_on_step: a}
   - {name: d, handler_class: test.echo, depends_on_steps: [b, c]}
 """
+
+
+class Meddler(StepHandler, name="test.meddler"):
+    """Changes the task context it was given, and returns what it saw."""
+
+    def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+        seen = dict(task.context)
+        task.context["value"] = f"changed by {step.name}"
+        task.context.setdefault("trail", []).append(step.name)
+        return {"seen": seen}
 
 
 def steps(task: Any) -> dict[str, WorkflowStep]:
@@ -140,3 +150,23 @@ def test_encrypted_task_child_sees_plain_parent_results(load_template: Any) -> N
             assert run_step_loop(steps(task)["charge"].pk, eager=True) == 2
         assert steps(task)["confirm"].status == StepStatus.COMPLETE
     assert SEEN[1]["parents"]["charge"] == {"token_for": CARD, "from": "charge"}
+
+
+def test_next_step_does_not_see_context_changes_of_the_previous_handler(
+    load_template: Any,
+) -> None:
+    load_template(
+        """
+name: meddling
+version: "1.0.0"
+step_templates:
+  - {name: a, handler_class: test.meddler}
+  - {name: b, handler_class: test.meddler, depends_on_step: a}
+"""
+    )
+    task = create_task("meddling", context={"value": 1})
+    with dispatch.suppressed():
+        assert run_step_loop(steps(task)["a"].pk, eager=True) == 2
+    assert steps(task)["b"].results == {"seen": {"value": 1}}
+    task.refresh_from_db()
+    assert task.context == {"value": 1}

@@ -9,6 +9,7 @@ transaction on the ORM broker).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -216,25 +217,27 @@ def _loaded(c: Claim, rows: list[tuple[Any, ...]]) -> Loaded:
         "version": r[15],
         "namespace": r[16],
     }
-    parents = [
-        {
-            "id": p[20],
-            "name": p[21],
-            "status": p[22],
-            "results": _load_json(p[23]),
-            "attempts": p[24],
-            "max_attempts": p[25],
-            "inputs": _load_json(p[26]) or {},
-            "position": p[27],
-            "retryable": bool(p[28]),
-        }
-        for p in rows
-        if p[20] is not None
-    ]
+    parents = [_parent(p[20:29]) for p in rows if p[20] is not None]
     loaded = Loaded(claim=c, step=step, task=task, parents=parents)
     if crypto.MARKER in task["context"]:  # security.encryption: decrypt right after load
         crypto.open_loaded(loaded)
     return loaded
+
+
+def _parent(p: Any) -> dict[str, Any]:
+    """A parent as the load query returns it: id, name, status, results, attempts,
+    max_attempts, inputs, position, retryable."""
+    return {
+        "id": p[0],
+        "name": p[1],
+        "status": p[2],
+        "results": _load_json(p[3]),
+        "attempts": p[4],
+        "max_attempts": p[5],
+        "inputs": _load_json(p[6]) or {},
+        "position": p[7],
+        "retryable": bool(p[8]),
+    }
 
 
 def claim_and_load(step_id: int, worker: str | None = None) -> Loaded | None:
@@ -354,8 +357,10 @@ def build_views(loaded: Loaded) -> tuple[Any, Any, Any]:
     t = loaded.task
     task_view = TaskView(
         id=t["id"],
-        context=t["context"],
-        tags=t["tags"],
+        # Copies: a handler that changes them must not change what the next step of
+        # an eager continuation sees (it reuses this task's loaded values).
+        context=copy.deepcopy(t["context"]),
+        tags=copy.deepcopy(t["tags"]),
         namespace=t["namespace"],
         name=t["name"],
         version=t["version"],
@@ -774,21 +779,7 @@ def _picked_child(loaded: Loaded, results: Any, picked: list[Any], now: datetime
     }
     task = {k: v for k, v in loaded.task.items() if k not in ("started_now", "started_logged")}
     task["status"] = TaskStatus.IN_PROGRESS.value
-    parents_ = [
-        {
-            "id": p[0],
-            "name": p[1],
-            "status": p[2],
-            "results": _load_json(p[3]),
-            "attempts": p[4],
-            "max_attempts": p[5],
-            "inputs": _load_json(p[6]) or {},
-            "position": p[7],
-            "retryable": bool(p[8]),
-        }
-        for p in rows
-    ]
-    return Loaded(claim=claim_, step=step, task=task, parents=parents_)
+    return Loaded(claim=claim_, step=step, task=task, parents=[_parent(p) for p in rows])
 
 
 def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> Finished:
