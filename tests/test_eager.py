@@ -19,18 +19,9 @@ from tasker_django.engine.runner import run_step_loop
 from tasker_django.models import StepAttempt, StepStatus, TaskStatus, WorkflowStep
 
 from .conftest import is_postgres
+from .test_engine import DIAMOND
 
 pytestmark = pytest.mark.django_db
-
-DIAMOND = """
-name: eager_diamond
-version: "1.0.0"
-step_templates:
-  - {name: a, handler_class: test.echo}
-  - {name: b, handler_class: test.echo, depends_on_step: a}
-  - {name: c, handler_class: test.echo, depends_on_step: a}
-  - {name: d, handler_class: test.echo, depends_on_steps: [b, c]}
-"""
 
 
 class Meddler(StepHandler, name="test.meddler"):
@@ -49,7 +40,7 @@ def steps(task: Any) -> dict[str, WorkflowStep]:
 
 def test_readied_child_runs_next_in_the_same_call(load_template: Any) -> None:
     load_template(DIAMOND)
-    task = create_task("eager_diamond", context={"value": 7})
+    task = create_task("diamond", context={"value": 7})
     with dispatch.suppressed():
         assert run_step_loop(steps(task)["a"].pk, worker="w1", eager=True) == 2  # a, then b
         s = steps(task)
@@ -82,7 +73,7 @@ def test_finish_statement_claims_the_child(load_template: Any) -> None:
     if not is_postgres():
         pytest.skip("PostgreSQL fast path")
     load_template(DIAMOND)
-    a = steps(create_task("eager_diamond"))["a"].pk
+    a = steps(create_task("diamond"))["a"].pk
     with dispatch.suppressed(), CaptureQueriesContext(connection) as ctx:
         assert run_step_loop(a, eager=True) == 2
     statements = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
@@ -111,7 +102,7 @@ def test_child_is_reloaded_when_another_parent_looks_unfinished(
     if not is_postgres():
         pytest.skip("PostgreSQL fast path")
     load_template(DIAMOND)
-    task = create_task("eager_diamond", context={"value": 1})
+    task = create_task("diamond", context={"value": 1})
     with dispatch.suppressed():
         run_step_loop(steps(task)["a"].pk, eager=False)
         run_step_loop(steps(task)["b"].pk, eager=False)
