@@ -99,13 +99,14 @@ def test_retry_is_reenqueued_within_a_second_of_its_due_time(
     assert 1.0 <= gap < 2.0, gap
 
 
-@pytest.mark.postgres_only
-def test_kill_9_in_the_middle_of_a_handler(
-    workers: Workers, load_template: Any, tmp_path: Path
-) -> None:
+def start_sleeping_step(
+    workers: Workers, load_template: Any, tmp_path: Path, name: str
+) -> tuple[Task, Path]:
+    """One worker, and a 2-step task whose first attempt sleeps 30 s in its handler:
+    returns the task and the marker file holding that handler's pid, once it sleeps."""
     load_template(
         chain_yaml(
-            "victim",
+            name,
             2,
             handler="test.sleepy",
             default_retry_limit=3,
@@ -114,8 +115,16 @@ def test_kill_9_in_the_middle_of_a_handler(
         )
     )
     workers.start(1)
-    task = create_task("victim", context={"marker_dir": str(tmp_path)})
+    task = create_task(name, context={"marker_dir": str(tmp_path)})
     marker = wait_for(lambda: next(tmp_path.glob("*-1.pid"), None), timeout=30)
+    return task, marker
+
+
+@pytest.mark.postgres_only
+def test_kill_9_in_the_middle_of_a_handler(
+    workers: Workers, load_template: Any, tmp_path: Path
+) -> None:
+    task, marker = start_sleeping_step(workers, load_template, tmp_path, "victim")
     pid = int(marker.read_text())
     os.kill(pid, signal.SIGKILL)
     task = wait_finished([task], timeout=90)[0]
@@ -144,23 +153,11 @@ def process_group(pgid: int) -> list[int]:
 def test_sigterm_to_the_whole_process_group_stops_the_worker(
     workers: Workers, load_template: Any, tmp_path: Path
 ) -> None:
-    """systemd's default KillMode, ``kill -- -PGID`` and Ctrl-C signal every process of
-    the worker at once. The django-q2 sentinel dies at once; the command must still
+    """systemd's default KillMode and ``kill -- -PGID`` send SIGTERM to every process
+    of the worker at once. The django-q2 sentinel dies at once; the command must still
     exit (django-q2's own stop would wait forever on the dead sentinel), and the step
     its worker was running is recovered by the next worker."""
-    load_template(
-        chain_yaml(
-            "group",
-            2,
-            handler="test.sleepy",
-            default_retry_limit=3,
-            handler_config={"seconds": 30, "sleep_times": 1},
-            retry_backoff={"initial_delay": 0.1, "max_delay": 0.2, "jitter": False},
-        )
-    )
-    workers.start(1)
-    task = create_task("group", context={"marker_dir": str(tmp_path)})
-    wait_for(lambda: next(tmp_path.glob("*-1.pid"), None), timeout=30)
+    task, _marker = start_sleeping_step(workers, load_template, tmp_path, "group")
     proc = workers.procs[0]
     others = [pid for pid in process_group(proc.pid) if pid != proc.pid]
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
