@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "EAGER_CONTINUATION": True,
     "EAGER_MAX_STEPS": 50,
     "EAGER_MAX_SECONDS": 10.0,
+    # The other children it readies are held for it to run next; any it has not
+    # started after this many seconds are kicked (0: kick them at once).
+    "EAGER_HOLD_SECONDS": 0.05,
     # Directories searched by the template finder, laid out as
     # {namespace}/{name}/{version}.yaml
     "TEMPLATE_DIRS": [],

@@ -7,15 +7,17 @@ and that the runner reloads it when the statement's snapshot may be stale.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from tasker_django import StepHandler, create_task
 from tasker_django.engine import dispatch, pg
-from tasker_django.engine.runner import run_step_loop
+from tasker_django.engine.runner import claim, run_step_loop
 from tasker_django.models import StepAttempt, StepStatus, TaskStatus, WorkflowStep
 
 from .conftest import is_postgres
@@ -34,6 +36,14 @@ class Meddler(StepHandler, name="test.meddler"):
         return {"seen": seen}
 
 
+def diamond_with_b(handler: str) -> str:
+    text = DIAMOND.replace(
+        "{name: b, handler_class: test.echo", f"{{name: b, handler_class: {handler}"
+    )
+    assert handler in text
+    return text
+
+
 def steps(task: Any) -> dict[str, WorkflowStep]:
     return {s.name: s for s in WorkflowStep.objects.filter(task=task)}
 
@@ -41,7 +51,7 @@ def steps(task: Any) -> dict[str, WorkflowStep]:
 def test_readied_child_runs_next_in_the_same_call(load_template: Any) -> None:
     load_template(DIAMOND)
     task = create_task("diamond", context={"value": 7})
-    with dispatch.suppressed():
+    with dispatch.suppressed(), override_settings(TASKER={"EAGER_HOLD_SECONDS": 0}):
         assert run_step_loop(steps(task)["a"].pk, worker="w1", eager=True) == 2  # a, then b
         s = steps(task)
         assert (s["b"].status, s["b"].attempts, s["b"].worker_id) == ("complete", 1, "w1")
@@ -67,6 +77,99 @@ def test_readied_child_runs_next_in_the_same_call(load_template: Any) -> None:
     assert all(x.claimed_at and x.started_at and x.enqueued_at for x in s.values())
 
 
+def test_siblings_are_held_and_run_by_the_same_worker(load_template: Any) -> None:
+    """a readies b and c: the worker continues with b, holds c instead of kicking it,
+    runs c when b is done, and c's finish readies d: one kick runs the whole diamond."""
+    load_template(DIAMOND)
+    task = create_task("diamond", context={"value": 7})
+    a = steps(task)["a"].pk
+    assert dispatch.queue_size() == 1  # a's kick
+    dispatch.purge_queue()
+    with CaptureQueriesContext(connection) as ctx:
+        assert run_step_loop(a, worker="w1", eager=True) == 4
+    assert dispatch.queue_size() == 0  # no kick for c
+    s = steps(task)
+    assert {x.name: (x.status, x.worker_id, x.attempts) for x in s.values()} == {
+        n: ("complete", "w1", 1) for n in "abcd"
+    }
+    assert s["b"].completed_at <= s["c"].claimed_at  # run after b, not beside it
+    assert set(s["d"].results["parents"]) == {"b", "c"}
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETE
+    if is_postgres():
+        # claim a, finish a (claiming b), finish b, claim c, finish c (claiming d), finish d
+        statements = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+        assert [x.split("(")[0].strip() for x in statements] == [
+            "WITH c AS",
+            "WITH done AS",
+            "WITH done AS",
+            "WITH c AS",
+            "WITH done AS",
+            "WITH done AS",
+        ]
+
+
+def test_held_siblings_are_kicked_when_the_budget_runs_out(load_template: Any) -> None:
+    load_template(DIAMOND)
+    task = create_task("diamond")
+    dispatch.purge_queue()
+    with override_settings(TASKER={"EAGER_MAX_STEPS": 2}):
+        assert run_step_loop(steps(task)["a"].pk, worker="w1", eager=True) == 2  # a, b
+    s = steps(task)
+    assert s["c"].status == StepStatus.ENQUEUED
+    assert dispatch.queue_size() == 1  # c's kick, sent when the run ended
+
+
+class Thief(StepHandler, name="test.thief"):
+    """Claims its sibling c for another worker while it runs."""
+
+    def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+        c = WorkflowStep.objects.get(task_id=task.id, name="c")
+        assert claim(c.pk, "another-worker") is not None
+        return {}
+
+
+class WaitsForSiblingKick(StepHandler, name="test.waits_for_kick"):
+    """Runs until its held sibling's kick reaches the broker (or 10 s pass)."""
+
+    def process(self, task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while dispatch.queue_size() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return {"kicks_seen": dispatch.queue_size()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sibling_held_past_hold_seconds_is_kicked(load_template: Any) -> None:
+    """b runs long: c is not kept waiting for it, another worker can take c."""
+    load_template(diamond_with_b("test.waits_for_kick"))
+    task = create_task("diamond")
+    dispatch.purge_queue()
+    with override_settings(TASKER={"EAGER_HOLD_SECONDS": 0.1}):
+        started = time.monotonic()
+        assert run_step_loop(steps(task)["a"].pk, worker="w1", eager=True) == 2  # a, b
+        waited = time.monotonic() - started
+    s = steps(task)
+    assert s["b"].results == {"kicks_seen": 1}
+    assert 0.1 <= waited < 5
+    assert s["c"].status == StepStatus.ENQUEUED  # not run by w1: its kick went out
+    assert dispatch.queue_size() == 1
+
+
+def test_a_held_sibling_claimed_elsewhere_is_skipped(load_template: Any) -> None:
+    load_template(diamond_with_b("test.thief"))
+    task = create_task("diamond")
+    with dispatch.suppressed():
+        assert run_step_loop(steps(task)["a"].pk, worker="w1", eager=True) == 2  # a, b
+    s = steps(task)
+    assert (s["c"].status, s["c"].worker_id, s["c"].attempts) == (
+        "in_progress",
+        "another-worker",
+        1,
+    )
+    assert s["d"].status == StepStatus.PENDING
+
+
 @pytest.mark.postgres_only
 def test_finish_statement_claims_the_child(load_template: Any) -> None:
     """Two steps, three statements: claim a, finish a (claiming b), finish b."""
@@ -74,7 +177,8 @@ def test_finish_statement_claims_the_child(load_template: Any) -> None:
         pytest.skip("PostgreSQL fast path")
     load_template(DIAMOND)
     a = steps(create_task("diamond"))["a"].pk
-    with dispatch.suppressed(), CaptureQueriesContext(connection) as ctx:
+    no_holding = override_settings(TASKER={"EAGER_HOLD_SECONDS": 0})
+    with dispatch.suppressed(), no_holding, CaptureQueriesContext(connection) as ctx:
         assert run_step_loop(a, eager=True) == 2
     statements = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
     assert len(statements) == 3, statements

@@ -128,6 +128,20 @@ def kick_steps(
         _kick(ids[start : start + size], priority)
 
 
+def send_kicks(
+    step_ids: Sequence[int], priority: int = 0, *, batch_size: int | None = None
+) -> None:
+    """Send kicks now, whatever transaction the caller is in.
+
+    For steps whose ``enqueued`` state has already committed: the kicks a worker held
+    back (engine/holding.py), sent from its eager run or from the holding thread.
+    """
+    ids = [int(i) for i in step_ids]
+    size = batch_size if batch_size and batch_size > 0 else len(ids)
+    for start in range(0, len(ids), size):
+        _safe_send(ids[start : start + size], priority)
+
+
 def _kick(ids: list[int], priority: int = 0) -> None:
     broker = get_broker()
     alias = _orm_alias(broker)

@@ -581,6 +581,11 @@ class Finished:
     eager: int | None = None
     eager_loaded: Loaded | None = None
     task_status: str | None = None
+    #: Readied children not kicked: the worker runs them after the eager child
+    #: (engine/holding.py), kicked with this priority and batch size.
+    held: list[int] = field(default_factory=list)
+    held_priority: int = 0
+    held_batch_size: int | None = None
 
 
 def _step_event(
@@ -712,10 +717,12 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
     if not stored:
         return _record_discarded(loaded, outcome, now)
     eager = None
+    held: list[int] = []
     eager_loaded = _picked_child(loaded, results, picked, now) if picked else None
     if task_status in RUNNING_TASK_STATUSES and ready:
         if allow_eager and eager_loaded is None:
             eager, ready = ready[0], ready[1:]
+        held, ready = _hold(ready, allow_eager)
         dispatch.kick_steps(ready, loaded.task["priority"], batch_size=_policy(loaded).batch_size)
     else:
         ready = []
@@ -727,7 +734,25 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
         eager=eager_loaded.claim.step_id if eager_loaded else eager,
         eager_loaded=eager_loaded,
         task_status=task_status,
+        **_held(loaded, held),
     )
+
+
+def _hold(ready: list[int], allow_eager: bool) -> tuple[list[int], list[int]]:
+    """(held, to kick): the worker that continues eagerly holds the other children."""
+    if allow_eager and float(tasker_settings.EAGER_HOLD_SECONDS or 0) > 0:
+        return ready, []
+    return [], ready
+
+
+def _held(loaded: Loaded, held: list[int]) -> dict[str, Any]:
+    if not held:
+        return {}
+    return {
+        "held": held,
+        "held_priority": loaded.task["priority"],
+        "held_batch_size": _policy(loaded).batch_size,
+    }
 
 
 _DONE_PARENT = frozenset({StepStatus.COMPLETE.value, StepStatus.RESOLVED_MANUALLY.value})
@@ -834,10 +859,12 @@ def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> F
                 events.append(_task_event(loaded, "task.completed"))
             emit_on_commit(events, now)
             eager = None
+            held: list[int] = []
             if task_status in RUNNING_TASK_STATUSES and ready:
                 if allow_eager:
                     eager = ready[0]
                     ready = ready[1:]
+                held, ready = _hold(ready, allow_eager)
                 dispatch.kick_steps(
                     ready, loaded.task["priority"], batch_size=_policy(loaded).batch_size
                 )
@@ -845,7 +872,9 @@ def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> F
                 ready = []
     if not stored:
         return _record_discarded(loaded, outcome, now)
-    return Finished(stored=True, kicked=ready, eager=eager, task_status=task_status)
+    return Finished(
+        stored=True, kicked=ready, eager=eager, task_status=task_status, **_held(loaded, held)
+    )
 
 
 def ready_children(step_id: int, now: datetime) -> list[int]:
@@ -1139,27 +1168,46 @@ def run_step_loop(
 ) -> int:
     """Claim and run ``step_id``, then keep running readied children within budget.
 
-    Returns the number of steps this call ran.
+    Children a step readies besides the one the worker continues with are held
+    (engine/holding.py) and run next; those still held when the budget runs out, or
+    after ``EAGER_HOLD_SECONDS``, are kicked. Returns the number of steps this call ran.
     """
+    from .holding import Held
+
     worker = worker or worker_id()
     eager = tasker_settings.EAGER_CONTINUATION if eager is None else eager
     max_steps = int(tasker_settings.EAGER_MAX_STEPS)
+    hold_seconds = float(tasker_settings.EAGER_HOLD_SECONDS or 0)
     deadline = time.monotonic() + float(tasker_settings.EAGER_MAX_SECONDS)
+
+    def budget_left() -> bool:
+        return bool(eager) and ran < max_steps and time.monotonic() < deadline
+
     ran = 0
     next_id: int | None = step_id
     preloaded: Loaded | None = None
-    while preloaded is not None or next_id is not None:
-        loaded = preloaded or claim_and_load(next_id, worker)  # type: ignore[arg-type]
-        if loaded is None:
-            break
-        ran += 1
-        if on_claim:
-            on_claim(loaded.claim)
-        try:
-            budget_left = ran < max_steps and time.monotonic() < deadline
-            result = run_loaded(loaded, allow_eager=bool(eager and budget_left))
-        finally:
-            if on_release:
-                on_release()
-        preloaded, next_id = result.eager_loaded, result.eager
+    held = Held()
+    try:
+        while preloaded is not None or next_id is not None:
+            loaded = preloaded or claim_and_load(next_id, worker)  # type: ignore[arg-type]
+            preloaded = None
+            if loaded is None:
+                # Not claimable (a duplicate kick, or a held step that a kick sent
+                # meanwhile let another worker take): on to the next held step.
+                next_id = held.take() if budget_left() else None
+                continue
+            ran += 1
+            if on_claim:
+                on_claim(loaded.claim)
+            try:
+                result = run_loaded(loaded, allow_eager=budget_left())
+            finally:
+                if on_release:
+                    on_release()
+            held.hold(result.held, result.held_priority, result.held_batch_size, hold_seconds)
+            preloaded, next_id = result.eager_loaded, result.eager
+            if preloaded is None and next_id is None and budget_left():
+                next_id = held.take()
+    finally:
+        held.release()
     return ran
