@@ -76,6 +76,24 @@ class Held:
                 self._batches.pop(0)
         return None
 
+    def peek(self) -> int | None:
+        """The step ``take`` would return, still held."""
+        timer = self._timer
+        if timer is None:
+            return None
+        with timer.lock:
+            return next((b.ids[0] for b in self._batches if b.ids), None)
+
+    def discard(self, step_id: int) -> None:
+        """No longer hold ``step_id`` (it was claimed another way)."""
+        timer = self._timer
+        if timer is None:
+            return
+        with timer.lock:
+            for batch in self._batches:
+                if step_id in batch.ids:
+                    batch.ids.remove(step_id)
+
     def release(self) -> None:
         """Kick every step still held (the eager run is over)."""
         timer = self._timer

@@ -572,6 +572,10 @@ def _check_results(results: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
+#: Names the held step a finish may claim when it readies no child to continue with.
+Sibling = Callable[[], int | None] | None
+
+
 @dataclass
 class Finished:
     stored: bool
@@ -632,9 +636,14 @@ def _task_event(loaded: Loaded, name: str, **extra: Any) -> Event:
     )
 
 
-def finish(loaded: Loaded, outcome: Outcome, *, allow_eager: bool = False) -> Finished:
+def finish(
+    loaded: Loaded, outcome: Outcome, *, allow_eager: bool = False, sibling: Sibling = None
+) -> Finished:
+    """Store the outcome. With ``allow_eager`` a success may claim the step to run next:
+    a child it readies or, on PostgreSQL, the held sibling that ``sibling()`` names at
+    that moment (engine/holding.py)."""
     if outcome.outcome == AttemptOutcome.SUCCESS:
-        finished = _finish_success(loaded, outcome, allow_eager=allow_eager)
+        finished = _finish_success(loaded, outcome, allow_eager=allow_eager, sibling=sibling)
     else:
         finished = _finish_failure(loaded, outcome)
     policy = _policy(loaded)
@@ -682,7 +691,9 @@ def _record_discarded(loaded: Loaded, outcome: Outcome, now: datetime) -> Finish
     return Finished(stored=False)
 
 
-def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> Finished:
+def _finish_success_pg(
+    loaded: Loaded, outcome: Outcome, *, allow_eager: bool, sibling: Sibling
+) -> Finished:
     from ..security.audit import audit_events, audits
     from . import pg
     from .events import send_signals
@@ -710,6 +721,7 @@ def _finish_success_pg(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -
             task_payload=_json_param(task_done.payload),
             eager=claim_child,
             lease=now + timedelta(seconds=float(tasker_settings.LEASE_SECONDS)),
+            sibling=sibling() if sibling and claim_child else None,
         )
         if stored and audited:
             started = _step_event(loaded, "step.started", at=c.claimed_at)
@@ -807,9 +819,11 @@ def _picked_child(loaded: Loaded, results: Any, picked: list[Any], now: datetime
     return Loaded(claim=claim_, step=step, task=task, parents=[_parent(p) for p in rows])
 
 
-def _finish_success(loaded: Loaded, outcome: Outcome, *, allow_eager: bool) -> Finished:
+def _finish_success(
+    loaded: Loaded, outcome: Outcome, *, allow_eager: bool, sibling: Sibling = None
+) -> Finished:
     if connection.vendor == "postgresql":
-        return _finish_success_pg(loaded, outcome, allow_eager=allow_eager)
+        return _finish_success_pg(loaded, outcome, allow_eager=allow_eager, sibling=sibling)
     c = loaded.claim
     now = clock.now()
     with transaction.atomic():
@@ -1142,7 +1156,11 @@ def run_claimed(
 
 
 def run_loaded(
-    loaded: Loaded, *, allow_eager: bool, heartbeat: Callable[[], None] | None = None
+    loaded: Loaded,
+    *,
+    allow_eager: bool,
+    heartbeat: Callable[[], None] | None = None,
+    sibling: Sibling = None,
 ) -> Finished:
     c = loaded.claim
     if heartbeat is None:
@@ -1155,7 +1173,7 @@ def run_loaded(
 
     send_signals([_step_event(loaded, "step.started")])  # receivers' errors are logged
     outcome = execute(loaded, heartbeat=heartbeat)
-    return finish(loaded, outcome, allow_eager=allow_eager)
+    return finish(loaded, outcome, allow_eager=allow_eager, sibling=sibling)
 
 
 def run_step_loop(
@@ -1200,12 +1218,14 @@ def run_step_loop(
             if on_claim:
                 on_claim(loaded.claim)
             try:
-                result = run_loaded(loaded, allow_eager=budget_left())
+                result = run_loaded(loaded, allow_eager=budget_left(), sibling=held.peek)
             finally:
                 if on_release:
                     on_release()
-            held.hold(result.held, result.held_priority, result.held_batch_size, hold_seconds)
             preloaded, next_id = result.eager_loaded, result.eager
+            if preloaded is not None:
+                held.discard(preloaded.claim.step_id)  # the finish claimed a held sibling
+            held.hold(result.held, result.held_priority, result.held_batch_size, hold_seconds)
             if preloaded is None and next_id is None and budget_left():
                 next_id = held.take()
     finally:
