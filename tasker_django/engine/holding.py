@@ -145,6 +145,9 @@ class _Timer:
                     if batch.ids:
                         due.append((batch, batch.ids[:]))
                         batch.ids.clear()
+                # Batches the worker emptied meanwhile need no wake-up of their own.
+                while self._heap and not self._heap[0][2].ids:
+                    heapq.heappop(self._heap)
                 if not due:
                     if self._heap:
                         self._wake.wait(self._heap[0][0] - now)

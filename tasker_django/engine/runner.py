@@ -64,8 +64,16 @@ class StepLogger(logging.LoggerAdapter[logging.Logger]):
         return f"[task {extra.get('task_id')} step {extra.get('step_id')}] {msg}", kwargs
 
 
+_worker_ids: dict[int, str] = {}
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid`` of this process (cached per pid: a fork gets its own)."""
+    pid = os.getpid()
+    wid = _worker_ids.get(pid)
+    if wid is None:
+        wid = _worker_ids[pid] = f"{socket.gethostname()}:{pid}"
+    return wid
 
 
 class StepTimeout(Exception):
