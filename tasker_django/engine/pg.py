@@ -164,7 +164,7 @@ def claim_and_load(
 _FINISH_SUCCESS_SQL = f"""
 WITH done AS (
     UPDATE {STEP}
-       SET status = 'complete', results = %(results)s, completed_at = %(now)s,
+       SET status = 'complete', results = %(results)s::jsonb, completed_at = %(now)s,
            lease_expires_at = NULL, last_error = NULL, updated_at = %(now)s
      WHERE id = %(step)s AND status = 'in_progress' AND attempts = %(attempt)s
     RETURNING id, task_id
@@ -247,13 +247,13 @@ WITH done AS (
         (task_id, step_id, kind, name, from_status, to_status, actor, reason, payload,
          created_at)
     SELECT done.task_id, done.id, 'transition', 'step.started', '', '', '', '',
-           %(started_payload)s, %(claimed)s FROM done
+           %(started_payload)s::jsonb, %(claimed)s FROM done
     UNION ALL
     SELECT done.task_id, done.id, 'transition', 'step.completed', '', '', '', '',
-           %(completed_payload)s, %(now)s FROM done
+           %(completed_payload)s::jsonb, %(now)s FROM done
     UNION ALL
     SELECT done.task_id, NULL, 'transition', 'task.completed', '', '', '', '',
-           %(task_payload)s, %(now)s
+           %(task_payload)s::jsonb, %(now)s
       FROM done, t
      WHERE t.status = 'complete' AND t.completed_steps = t.total_steps
     RETURNING 1

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils.dateparse import parse_datetime
 
@@ -90,6 +91,10 @@ def _dt(value: datetime) -> Any:
 
 def _json_param(value: Any) -> Any:
     return connection.ops.adapt_json_value(value, None)
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
 
 
 def _load_json(value: Any) -> Any:
@@ -719,14 +724,15 @@ def _finish_success_pg(
         stored, task_status, transitioned, ready, picked = pg.finish_success(
             step_id=c.step_id,
             attempt=c.attempt,
-            results=_json_param(crypto.sealed_results(loaded, results)),
+            # JSON text (cast in the statement): no adapter objects on the hot path.
+            results=_json_text(crypto.sealed_results(loaded, results)),
             now=now,
             claimed=c.claimed_at,
             duration_ms=outcome.duration_ms,
             worker=c.worker,
-            started_payload=_json_param(_step_event(loaded, "step.started").payload),
-            completed_payload=_json_param(completed.payload),
-            task_payload=_json_param(task_done.payload),
+            started_payload=_json_text(_step_event(loaded, "step.started").payload),
+            completed_payload=_json_text(completed.payload),
+            task_payload=_json_text(task_done.payload),
             eager=claim_child,
             lease=now + timedelta(seconds=float(tasker_settings.LEASE_SECONDS)),
             sibling=sibling() if sibling and claim_child else None,
