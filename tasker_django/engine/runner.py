@@ -29,6 +29,10 @@ from django.db import IntegrityError, connection, transaction
 from django.utils.dateparse import parse_datetime
 
 from ..conf import tasker_settings
+from ..handlers.errors import PermanentError, RetryableError
+from ..handlers.registry import registry
+from ..handlers.services import injected_timeout
+from ..handlers.views import StepSequence, StepView, TaskView
 from ..models import (
     AttemptOutcome,
     NamedStep,
@@ -42,10 +46,14 @@ from ..models import (
     WorkflowStep,
     WorkflowStepEdge,
 )
+from ..monitoring.recording import record_for_step
 from ..security import crypto
-from . import clock, dispatch
+from ..security.audit import audit_events, audits
+from . import clock, dispatch, pg
 from .backoff import retry_delay
-from .events import Event, emit_on_commit
+from .events import Event, emit_on_commit, send_signals
+from .holding import Held
+from .policy import error_type, policy_for
 
 logger = logging.getLogger("tasker_django.engine")
 
@@ -259,7 +267,6 @@ def claim_and_load(step_id: int, worker: str | None = None) -> Loaded | None:
     if connection.vendor != "postgresql":
         c = claim(step_id, worker)
         return None if c is None else _throttle(load(c))
-    from . import pg
 
     now = clock.now()
     lease = now + timedelta(seconds=float(tasker_settings.LEASE_SECONDS))
@@ -278,7 +285,6 @@ def claim_and_load(step_id: int, worker: str | None = None) -> Loaded | None:
 
 
 def _policy(loaded: Loaded) -> Any:
-    from .policy import policy_for
 
     return policy_for(loaded.step["named_task_id"], loaded.step["template_hash"])
 
@@ -343,7 +349,6 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
 
 
 def _error_info(exc: BaseException) -> dict[str, Any]:
-    from ..handlers.errors import PermanentError, RetryableError
 
     info: dict[str, Any] = {
         "error_class": f"{type(exc).__module__}.{type(exc).__qualname__}",
@@ -364,7 +369,6 @@ def _error_info(exc: BaseException) -> dict[str, Any]:
 
 
 def build_views(loaded: Loaded) -> tuple[Any, Any, Any]:
-    from ..handlers.views import StepSequence, StepView, TaskView
 
     crypto.check_opened(loaded)  # a value that did not decrypt fails the step for good
     t = loaded.task
@@ -418,10 +422,6 @@ def build_views(loaded: Loaded) -> tuple[Any, Any, Any]:
 
 def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> Outcome:
     """Run the handler; never raises for handler problems (they become outcomes)."""
-    from ..handlers.errors import PermanentError, RetryableError
-    from ..handlers.registry import registry
-    from ..handlers.services import injected_timeout
-    from ..monitoring.recording import record_for_step
 
     s = loaded.step
     started = time.monotonic()
@@ -501,7 +501,6 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
 
 
 def _event_error(message: str, code: str) -> Exception:
-    from ..handlers.errors import PermanentError
 
     return PermanentError(message, error_code=code, error_category="configuration")
 
@@ -514,8 +513,6 @@ def publish_custom_event(loaded: Loaded, name: str, payload: dict[str, Any]) -> 
     ``UNDECLARED_EVENT`` / ``INVALID_EVENT_PAYLOAD``): retrying would not fix it.
     """
     from jsonschema import Draft202012Validator
-
-    from .policy import policy_for
 
     declared = policy_for(loaded.step["named_task_id"], loaded.step["template_hash"]).custom_events
     if name not in declared:
@@ -543,7 +540,6 @@ def publish_custom_event(loaded: Loaded, name: str, payload: dict[str, Any]) -> 
 
 def _template_says(loaded: Loaded, exc: BaseException, default: bool) -> bool:
     """``error_handling.permanent_errors`` / ``retryable_errors`` of the template win."""
-    from .policy import policy_for
 
     verdict = policy_for(loaded.step["named_task_id"], loaded.step["template_hash"]).classify(exc)
     return default if verdict is None else verdict
@@ -707,9 +703,6 @@ def _record_discarded(loaded: Loaded, outcome: Outcome, now: datetime) -> Finish
 def _finish_success_pg(
     loaded: Loaded, outcome: Outcome, *, allow_eager: bool, sibling: Sibling
 ) -> Finished:
-    from ..security.audit import audit_events, audits
-    from . import pg
-    from .events import send_signals
 
     c = loaded.claim
     now = clock.now()
@@ -1056,7 +1049,6 @@ def _escalations(loaded: Loaded, error: dict[str, Any], will_retry: bool) -> lis
     ``error_type``, ``error_class``, ``error_code``, ``error_category``,
     ``error_message``, ``step_name``, ``will_retry``.
     """
-    from .policy import error_type, policy_for
 
     policy = policy_for(loaded.step["named_task_id"], loaded.step["template_hash"])
     if not policy.escalations:
@@ -1135,8 +1127,6 @@ def mark_task_started(loaded: Loaded) -> None:
     """
     now = clock.now()
     if loaded.task.get("started_logged"):
-        from .events import send_signals
-
         loaded.task["started_logged"] = False  # signalled once
         send_signals([_task_event(loaded, "task.started")])  # the claim stored the row
         return
@@ -1183,7 +1173,6 @@ def run_loaded(
             extend_lease(c)
 
     mark_task_started(loaded)
-    from .events import send_signals
 
     send_signals([_step_event(loaded, "step.started")])  # receivers' errors are logged
     outcome = execute(loaded, heartbeat=heartbeat)
@@ -1204,7 +1193,6 @@ def run_step_loop(
     (engine/holding.py) and run next; those still held when the budget runs out, or
     after ``EAGER_HOLD_SECONDS``, are kicked. Returns the number of steps this call ran.
     """
-    from .holding import Held
 
     worker = worker or worker_id()
     eager = tasker_settings.EAGER_CONTINUATION if eager is None else eager
