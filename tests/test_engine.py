@@ -294,6 +294,44 @@ def test_signals_fire_after_commit(
     assert got == ["step:s0", "step:s1", "task"]
 
 
+def test_stored_events_carry_the_signalled_payloads(
+    load_template: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The event log keeps what the signals sent (on PostgreSQL the finish statement
+    derives step.completed's and task.completed's payloads from step.started's)."""
+    load_template(chain_yaml("logged", 2))
+    sent: dict[str, list[dict[str, Any]]] = {}
+    receivers = [
+        (sig, lambda sender, event, name=name, **kw: sent.setdefault(name, []).append(event))
+        for sig, name in ((step_completed, "step.completed"), (task_completed, "task.completed"))
+    ]
+    for sig, fn in receivers:
+        sig.connect(fn, weak=False)
+    try:
+        task = create_task("logged")
+        with django_capture_on_commit_callbacks(execute=True):
+            s0 = WorkflowStep.objects.get(task=task, name="s0").pk
+            assert run_step_loop(s0, worker="w", eager=True) == 2
+    finally:
+        for sig, fn in receivers:
+            sig.disconnect(fn)
+    stored = {
+        name: list(
+            TaskEvent.objects.filter(task=task, name=name)
+            .order_by("id")
+            .values_list("payload", flat=True)
+        )
+        for name in ("step.started", "step.completed", "task.completed")
+    }
+    assert stored["step.completed"] == sent["step.completed"]
+    assert stored["task.completed"] == sent["task.completed"]
+    assert set(stored["task.completed"][0]) == {"task_id", "task_name", "namespace", "version"}
+    assert [p["step_name"] for p in stored["step.started"]] == ["s0", "s1"]
+    for started, completed in zip(stored["step.started"], stored["step.completed"], strict=True):
+        assert {**started, "duration_ms": completed["duration_ms"]} == completed
+        assert isinstance(completed["duration_ms"], float | int) and completed["duration_ms"] >= 0
+
+
 def test_finishing_a_step_costs_the_same_in_small_and_large_tasks(load_template: Any) -> None:
     """I9: statements per finished step (kick included) do not grow with the task size."""
     from tasker_django.engine import dispatch

@@ -247,13 +247,14 @@ WITH done AS (
         (task_id, step_id, kind, name, from_status, to_status, actor, reason, payload,
          created_at)
     SELECT done.task_id, done.id, 'transition', 'step.started', '', '', '', '',
-           %(started_payload)s::jsonb, %(claimed)s FROM done
+           %(payload)s::jsonb, %(claimed)s FROM done
     UNION ALL
     SELECT done.task_id, done.id, 'transition', 'step.completed', '', '', '', '',
-           %(completed_payload)s::jsonb, %(now)s FROM done
+           %(payload)s::jsonb || jsonb_build_object('duration_ms', round(%(duration)s::numeric, 3)),
+           %(now)s FROM done
     UNION ALL
     SELECT done.task_id, NULL, 'transition', 'task.completed', '', '', '', '',
-           %(task_payload)s::jsonb, %(now)s
+           %(payload)s::jsonb - 'step_id' - 'step_name' - 'attempt', %(now)s
       FROM done, t
      WHERE t.status = 'complete' AND t.completed_steps = t.total_steps
     RETURNING 1
@@ -291,9 +292,7 @@ def finish_success(
     claimed: datetime,
     duration_ms: float,
     worker: str,
-    started_payload: Any,
-    completed_payload: Any,
-    task_payload: Any,
+    payload: Any,
     eager: bool = False,
     lease: datetime | None = None,
     sibling: int | None = None,
@@ -316,9 +315,7 @@ def finish_success(
             "claimed": claimed,
             "duration": duration_ms,
             "worker": worker[:255],
-            "started_payload": started_payload,
-            "completed_payload": completed_payload,
-            "task_payload": task_payload,
+            "payload": payload,
             "eager": bool(eager and lease is not None),
             "lease": lease,
             "sibling": sibling,

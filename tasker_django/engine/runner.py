@@ -723,9 +723,9 @@ def _finish_success_pg(
             claimed=c.claimed_at,
             duration_ms=outcome.duration_ms,
             worker=c.worker,
-            started_payload=_json_text(_step_event(loaded, "step.started").payload),
-            completed_payload=_json_text(completed.payload),
-            task_payload=_json_text(task_done.payload),
+            # step.started's payload; the statement derives step.completed's (adding
+            # duration_ms) and task.completed's (dropping the step's keys) from it.
+            payload=_json_text(_step_event(loaded, "step.started").payload),
             eager=claim_child,
             lease=now + timedelta(seconds=float(tasker_settings.LEASE_SECONDS)),
             sibling=sibling() if sibling and claim_child else None,
