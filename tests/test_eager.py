@@ -21,7 +21,7 @@ from tasker_django.engine import dispatch, pg
 from tasker_django.engine.runner import claim, run_step_loop
 from tasker_django.models import StepAttempt, StepStatus, TaskStatus, WorkflowStep
 
-from .conftest import is_postgres
+from .conftest import chain_yaml, is_postgres
 from .test_engine import DIAMOND
 
 pytestmark = pytest.mark.django_db
@@ -194,6 +194,33 @@ def test_hot_statements_use_postgresql_placeholders() -> None:
     assert pg.FINISH_SUCCESS.params({n: n for n in pg.FINISH_SUCCESS.names}) == (
         pg.FINISH_SUCCESS.names
     )
+
+
+@pytest.mark.postgres_only
+def test_finish_finds_its_step_by_primary_key(load_template: Any) -> None:
+    """Statistics taken while no step ran make the partial index of leases look empty;
+    the finish statement's cached plan must still look its step up by primary key, not
+    scan every running step's lease entry."""
+    if not is_postgres():
+        pytest.skip("PostgreSQL fast path")
+    types = {"results": "text", "now": "timestamptz", "step": "int8", "attempt": "int4"}
+    types |= {"claimed": "timestamptz", "duration": "float8", "worker": "text"}
+    types |= {"eager": "bool", "lease": "timestamptz", "sibling": "int8", "payload": "text"}
+    names = pg.FINISH_SUCCESS.names
+    load_template(chain_yaml("many", 500))
+    create_task("many")  # 500 steps, none running
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE tasker_workflow_step")
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(
+            f"PREPARE tasker_finish_plan({', '.join(types[n] for n in names)}) AS "
+            + pg.FINISH_SUCCESS.sql.replace("%", "%%")
+        )
+        cursor.execute(f"EXPLAIN EXECUTE tasker_finish_plan({', '.join(['NULL'] * len(names))})")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE tasker_finish_plan")
+    done = plan.split("CTE done", 1)[1].split("CTE ", 1)[0]
+    assert "using tasker_workflow_step_pkey" in done and "tasker_step_lease" not in done, done
 
 
 @pytest.mark.postgres_only

@@ -166,7 +166,11 @@ WITH done AS (
     UPDATE {STEP}
        SET status = 'complete', results = %(results)s::jsonb, completed_at = %(now)s,
            lease_expires_at = NULL, last_error = NULL, updated_at = %(now)s
-     WHERE id = %(step)s AND status = 'in_progress' AND attempts = %(attempt)s
+     -- Never '-': the IN list only keeps the planner off the partial index of leases
+     -- (tasker_step_lease). Statistics taken while few steps ran make that index look
+     -- empty, and the cached plan then scanned every running (and dead) entry of it
+     -- to find this one row, a cost growing with the steps in flight.
+     WHERE id = %(step)s AND status IN ('in_progress', '-') AND attempts = %(attempt)s
     RETURNING id, task_id
 ), att AS (
     INSERT INTO {ATTEMPT}
