@@ -7,7 +7,10 @@ broker come from the environment:
 * ``BENCH_DB_NAME``   the database on it that the benchmark owns (default ``tasker_bench``);
 * ``BENCH_BROKER``    ``orm`` (django-q2's ORM broker, ``poll`` 0.02 s) or ``redis``;
 * ``BENCH_REDIS_HOST`` / ``BENCH_REDIS_PORT`` (default 127.0.0.1:6379, db 0);
-* ``BENCH_EAGER``     ``1`` (default) or ``0``: tasker's eager continuation.
+* ``BENCH_EAGER``     ``1`` (default) or ``0``: tasker's eager continuation;
+* ``BENCH_RECYCLE``   django-q2's ``recycle`` (tasks a worker runs before it is replaced;
+  django-q2's default, 500, when unset). Raw django-q2's 2,000 tasks recycle each of the
+  two workers twice, tasker's 500 kicks none: set it high to compare without that.
 """
 
 import os
@@ -47,6 +50,8 @@ Q_CLUSTER: dict = {
     "catch_up": False,
     "log_level": "WARNING",
 }
+if os.environ.get("BENCH_RECYCLE"):
+    Q_CLUSTER["recycle"] = int(os.environ["BENCH_RECYCLE"])
 if BENCH_BROKER == "orm":
     Q_CLUSTER["orm"] = "default"
 elif BENCH_BROKER == "redis":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -187,11 +188,16 @@ class Task(models.Model):
     priority = models.IntegerField(default=0)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     identity_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
-    total_steps = models.PositiveIntegerField(default=0)
-    completed_steps = models.PositiveIntegerField(
-        default=0, help_text=_("Steps complete or resolved manually.")
+    # Counts: IntegerField with validators, not PositiveIntegerField. A database CHECK
+    # per column is parsed again by every statement that updates the row (the engine's
+    # run once per step); the one constraint below keeps what can go wrong.
+    total_steps = models.IntegerField(default=0, validators=[MinValueValidator(0)])
+    completed_steps = models.IntegerField(
+        default=0,
+        validators=[MinValueValidator(0)],
+        help_text=_("Steps complete or resolved manually."),
     )
-    failed_steps = models.PositiveIntegerField(default=0)
+    failed_steps = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -253,16 +259,17 @@ class WorkflowStep(models.Model):
         NamedStep, on_delete=models.PROTECT, related_name="workflow_steps"
     )
     name = models.CharField(max_length=255)
-    position = models.PositiveIntegerField(default=0)
+    # Counts: IntegerField with validators and one CHECK below (see Task.total_steps).
+    position = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     status = models.CharField(max_length=32, choices=StepStatus.choices, default=StepStatus.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    max_attempts = models.PositiveIntegerField(default=1)
+    attempts = models.IntegerField(default=0, validators=[MinValueValidator(0)])
+    max_attempts = models.IntegerField(default=1, validators=[MinValueValidator(1)])
     retryable = models.BooleanField(default=True)
     skippable = models.BooleanField(default=False)
     inputs = EncryptedJSONField(default=dict, blank=True)
     results = EncryptedJSONField(null=True, blank=True)
     timeout_seconds = models.FloatField(null=True, blank=True)
-    remaining_parents = models.PositiveIntegerField(default=0)
+    remaining_parents = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -284,8 +291,10 @@ class WorkflowStep(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(fields=["task", "name"], name="tasker_step_unique_name"),
+            # A parent counted twice would take remaining_parents below zero.
             models.CheckConstraint(
-                condition=Q(max_attempts__gte=1), name="tasker_step_max_attempts_positive"
+                condition=Q(max_attempts__gte=1, remaining_parents__gte=0),
+                name="tasker_step_counts",
             ),
         ]
         indexes = [
@@ -357,7 +366,8 @@ class StepAttempt(models.Model):
         db_index=False,
         db_constraint=False,
     )
-    attempt_number = models.PositiveIntegerField()
+    # No CHECK (a history table, see task/step above): numbered from the step's count.
+    attempt_number = models.IntegerField(validators=[MinValueValidator(0)])
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(default=timezone.now)
     duration_ms = models.FloatField(null=True, blank=True)
@@ -420,10 +430,9 @@ class TaskEvent(models.Model):
     class Meta:
         db_table = "tasker_task_event"
         ordering = ["created_at", "id"]
-        indexes = [
-            models.Index(fields=["task", "created_at"], name="tasker_event_task"),
-            models.Index(fields=["name", "-created_at"], name="tasker_event_name"),
-        ]
+        # One index besides the step's: every step writes two or three events, and no
+        # query looks events up by name (a name index cost each insert and served none).
+        indexes = [models.Index(fields=["task", "created_at"], name="tasker_event_task")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.created_at:%Y-%m-%d %H:%M:%S})"

@@ -156,7 +156,7 @@ def test_e002_bad_values_do_not_crash_the_checks(key: str, value: Any) -> None:
 )
 def test_e002_counts_must_be_integers(key: str, value: Any) -> None:
     # create_task stores int(DEFAULT_MAX_ATTEMPTS) as max_attempts: 0.5 -> 0 violates the
-    # tasker_step_max_attempts_positive constraint on every task. A count must be an int.
+    # tasker_step_counts constraint (max_attempts >= 1) on every task. A count must be an int.
     messages = settings_check({**BASE, key: value})
     assert ids(messages) == ["tasker_django.E002"], messages
 

@@ -187,7 +187,7 @@ def test_finish_statement_claims_the_child(load_template: Any) -> None:
 def test_hot_statements_use_postgresql_placeholders() -> None:
     """Converted once at import: psycopg parses nothing per call (it re-parsed the
     finishing statement on every call, 0.3 ms of Python per step, above 4 KiB)."""
-    for statement in (pg.CLAIM_AND_LOAD, pg.FINISH_SUCCESS):
+    for statement in (pg.CLAIM_AND_LOAD, pg.FINISH_SUCCESS, pg.FINISH_SUCCESS_NO_SIBLING):
         assert "%(" not in statement.sql and "%s" not in statement.sql
         numbers = {int(n) for n in re.findall(r"\$(\d+)", statement.sql)}
         assert numbers == set(range(1, len(statement.names) + 1))
@@ -206,21 +206,26 @@ def test_finish_finds_its_step_by_primary_key(load_template: Any) -> None:
     types = {"results": "text", "now": "timestamptz", "step": "int8", "attempt": "int4"}
     types |= {"claimed": "timestamptz", "duration": "float8", "worker": "text"}
     types |= {"eager": "bool", "lease": "timestamptz", "sibling": "int8", "payload": "text"}
-    names = pg.FINISH_SUCCESS.names
     load_template(chain_yaml("many", 500))
     create_task("many")  # 500 steps, none running
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE tasker_workflow_step")
-        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cursor.execute(
-            f"PREPARE tasker_finish_plan({', '.join(types[n] for n in names)}) AS "
-            + pg.FINISH_SUCCESS.sql.replace("%", "%%")
-        )
-        cursor.execute(f"EXPLAIN EXECUTE tasker_finish_plan({', '.join(['NULL'] * len(names))})")
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("DEALLOCATE tasker_finish_plan")
-    done = plan.split("CTE done", 1)[1].split("CTE ", 1)[0]
-    assert "using tasker_workflow_step_pkey" in done and "tasker_step_lease" not in done, done
+    for statement in (pg.FINISH_SUCCESS, pg.FINISH_SUCCESS_NO_SIBLING):
+        names = statement.names
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE tasker_workflow_step")
+            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            cursor.execute(
+                f"PREPARE tasker_finish_plan({', '.join(types[n] for n in names)}) AS "
+                + statement.sql.replace("%", "%%")
+            )
+            cursor.execute(
+                f"EXPLAIN EXECUTE tasker_finish_plan({', '.join(['NULL'] * len(names))})"
+            )
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute("DEALLOCATE tasker_finish_plan")
+        done = plan.split("CTE done", 1)[1].split("CTE ", 1)[0]
+        assert "using tasker_workflow_step_pkey" in done, done
+        assert "tasker_step_lease" not in done, done
+        assert ("CTE sib" in plan) == (statement is pg.FINISH_SUCCESS)
 
 
 @pytest.mark.postgres_only
@@ -291,3 +296,26 @@ step_templates:
     assert steps(task)["b"].results == {"seen": {"value": 1}}
     task.refresh_from_db()
     assert task.context == {"value": 1}
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_hot_statements_keep_one_cursor_per_connection(load_template: Any) -> None:
+    """A kept cursor keeps its column loaders; a new connection gets a new cursor."""
+    if not is_postgres():
+        pytest.skip("PostgreSQL fast path")
+    load_template(chain_yaml("kept", 2))
+
+    def run_one() -> Any:
+        with dispatch.suppressed():
+            task = create_task("kept")
+            assert run_step_loop(steps(task)["s0"].pk, worker="t", eager=True) == 2
+        task.refresh_from_db()
+        assert task.status == TaskStatus.COMPLETE
+        return pg._local.cursor
+
+    first = run_one()
+    assert run_one() is first
+    connection.close()
+    renewed = run_one()
+    assert renewed is not first and renewed.connection is connection.connection

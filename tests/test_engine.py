@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tasker_django import create_task
 from tasker_django.engine import clock as engine_clock
+from tasker_django.engine import dispatch
 from tasker_django.engine.runner import claim, run_step_loop
 from tasker_django.engine.sweeper import sweep
 from tasker_django.models import (
@@ -421,3 +422,42 @@ def test_deleting_a_task_deletes_its_history(load_template: Any) -> None:
     assert not StepAttempt.objects.filter(task_id=task.pk).exists()
     assert not TaskEvent.objects.filter(task_id=task.pk).exists()
     assert StepAttempt.objects.filter(task=kept).count() == 3
+
+
+def test_timeouts_hold_through_an_eager_run_and_the_alarm_handler_is_restored(
+    load_template: Any,
+) -> None:
+    """run_step_loop installs its SIGALRM handler once for all the steps it runs: a late
+    step still times out, and the handler in place before (django-q2's) comes back."""
+    import signal
+
+    import yaml
+
+    steps = [
+        {"name": "a", "handler_class": "test.noop"},
+        {"name": "b", "handler_class": "test.noop", "depends_on_step": "a"},
+        {
+            "name": "c",
+            "handler_class": "test.sleepy",
+            "depends_on_step": "b",
+            "timeout_seconds": 0.3,
+            "handler_config": {"seconds": 5, "sleep_times": 1},
+        },
+    ]
+    load_template(yaml.safe_dump({"name": "late", "version": "1.0.0", "step_templates": steps}))
+
+    def before(signum: int, frame: Any) -> None:
+        raise AssertionError("the outer handler must not see the step's alarm")
+
+    previous = signal.signal(signal.SIGALRM, before)
+    try:
+        with dispatch.suppressed():
+            task = create_task("late")
+            ran = run_step_loop(steps_by_name(task)["a"].pk, worker="t", eager=True)
+        assert signal.getsignal(signal.SIGALRM) is before
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert ran == 3
+    late = StepAttempt.objects.get(step=steps_by_name(task)["c"])
+    assert late.outcome == AttemptOutcome.TIMEOUT and late.duration_ms < 3000
+    assert steps_by_name(task)["c"].status == StepStatus.WAITING_FOR_RETRY

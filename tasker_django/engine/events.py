@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from ..models import Task, TaskEvent, WorkflowStep
+from ..signals import BY_EVENT
 
 logger = logging.getLogger("tasker_django.events")
 
@@ -93,7 +95,17 @@ def emit_on_commit(events: list[Event], now: datetime) -> None:
         TaskEvent.objects.bulk_create(rows)
     to_signal = [e for e in events if e.signal]
     if to_signal:
-        transaction.on_commit(lambda: send_signals(to_signal))
+        after_commit(lambda: send_signals(to_signal))
+
+
+def after_commit(func: Callable[[], None]) -> None:
+    """``transaction.on_commit(func)`` for the default database, with the common case
+    (autocommit, no atomic block: run it now) first."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.in_atomic_block or not db.get_autocommit():
+        db.on_commit(func)  # deferred, or the error on_commit gives outside autocommit
+    else:
+        func()
 
 
 def send_signals(events: list[Event]) -> None:
@@ -102,19 +114,21 @@ def send_signals(events: list[Event]) -> None:
     A template's ``events.publish_*`` toggles and ``settings.event_publishing`` switch
     both off per event (the ``TaskEvent`` row is stored regardless).
     """
-    from ..signals import BY_EVENT
-    from .publication import deliver, policy_of
+    from .policy import policy_for  # policy imports publication, which imports this
+    from .publication import deliver
 
+    log = logger.isEnabledFor(logging.INFO)
     for e in events:
         sig = BY_EVENT.get("custom" if e.name.startswith("custom.") else e.name)
-        logger.info(
-            "%s task=%s step=%s",
-            e.name,
-            e.task_id,
-            e.step_id if e.step_id is not None else "-",
-            extra={"task_id": e.task_id, "step_id": e.step_id, "event": e.name},
-        )
-        policy = policy_of(e)
+        if log:
+            logger.info(
+                "%s task=%s step=%s",
+                e.name,
+                e.task_id,
+                e.step_id if e.step_id is not None else "-",
+                extra={"task_id": e.task_id, "step_id": e.step_id, "event": e.name},
+            )
+        policy = None if e.template_ref is None else policy_for(*e.template_ref).events
         published = policy is None or policy.publishes(e.name)
         if sig is not None and published:
             sender = Task if e.name.startswith("task.") else WorkflowStep

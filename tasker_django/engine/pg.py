@@ -12,6 +12,7 @@ conditions against the row the first one committed.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -126,6 +127,11 @@ SELECT c.task_id, c.attempts, (SELECT count(*) FROM ts), (SELECT count(*) FROM t
 CLAIM_AND_LOAD = Statement(_CLAIM_AND_LOAD_SQL)
 
 
+#: The cursor this thread's connection runs these statements on (kept: see _execute;
+#: a new connection gets a new one, and the old one goes with its connection).
+_local = threading.local()
+
+
 def _execute(statement: Statement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """Run a hot-path statement as a server-side prepared statement.
 
@@ -143,9 +149,13 @@ def _execute(statement: Statement, params: dict[str, Any]) -> list[tuple[Any, ..
         # explicit preparing without making psycopg prepare anything by itself.
         raw.prepare_threshold = 2**31 - 1
     started = time.monotonic()
-    with psycopg.RawCursor(raw) as cursor:
-        cursor.execute(statement.sql, statement.params(params), prepare=prepare)
-        rows = cursor.fetchall()
+    # One cursor per connection, kept: a cursor caches the loaders of the columns it
+    # reads, which a fresh cursor builds again on every statement.
+    cursor = getattr(_local, "cursor", None)
+    if cursor is None or cursor.connection is not raw or cursor.closed:
+        cursor = _local.cursor = psycopg.RawCursor(raw)
+    cursor.execute(statement.sql, statement.params(params), prepare=prepare)
+    rows = cursor.fetchall()
     if db.queries_logged:
         db.queries_log.append({"sql": statement.sql, "time": f"{time.monotonic() - started:.3f}"})
     return rows
@@ -161,7 +171,31 @@ def claim_and_load(
     )
 
 
-_FINISH_SUCCESS_SQL = f"""
+#: The ``sib`` CTE of the finishing statement (see _finish_success_sql).
+_SIBLING_CTE = f"""), sib AS (
+    -- No child to continue with: claim the sibling the worker holds (see
+    -- engine/holding.py), if it is still enqueued, as the claim statement would.
+    UPDATE {STEP} s
+       SET status = 'in_progress', attempts = s.attempts + 1, lease_expires_at = %(lease)s,
+           worker_id = %(worker)s, claimed_at = %(now)s,
+           started_at = COALESCE(s.started_at, %(now)s), next_attempt_at = NULL,
+           updated_at = %(now)s
+      FROM done, t
+     WHERE %(eager)s AND s.id = %(sibling)s AND s.status = 'enqueued'
+       AND s.task_id = done.task_id AND NOT EXISTS (SELECT 1 FROM pick)
+       AND t.status IN ('pending', 'in_progress')
+       AND (t.deadline_at IS NULL OR t.deadline_at > %(now)s)
+    RETURNING s.id, s.status, s.attempts, s.name, s.position, s.max_attempts, s.retryable,
+              s.inputs, s.timeout_seconds, s.named_step_id, s.claimed_at
+"""  # noqa: S608
+
+
+def _finish_success_sql(sibling: bool) -> str:
+    """The finishing statement; with ``sibling`` it can also claim the held sibling
+    (without, its plan is smaller: the statement runs once per step)."""
+    sib = _SIBLING_CTE if sibling else ""
+    also_sib = " UNION ALL SELECT * FROM sib" if sibling else ""
+    return f"""
 WITH done AS (
     UPDATE {STEP}
        SET status = 'complete', results = %(results)s::jsonb, completed_at = %(now)s,
@@ -229,23 +263,8 @@ WITH done AS (
      WHERE k.id = e.to_step_id AND k.status = 'pending' AND k.remaining_parents > 0
     RETURNING k.id, k.status, k.attempts, k.name, k.position, k.max_attempts, k.retryable,
               k.inputs, k.timeout_seconds, k.named_step_id, k.claimed_at
-), sib AS (
-    -- No child to continue with: claim the sibling the worker holds (see
-    -- engine/holding.py), if it is still enqueued, as the claim statement would.
-    UPDATE {STEP} s
-       SET status = 'in_progress', attempts = s.attempts + 1, lease_expires_at = %(lease)s,
-           worker_id = %(worker)s, claimed_at = %(now)s,
-           started_at = COALESCE(s.started_at, %(now)s), next_attempt_at = NULL,
-           updated_at = %(now)s
-      FROM done, t
-     WHERE %(eager)s AND s.id = %(sibling)s AND s.status = 'enqueued'
-       AND s.task_id = done.task_id AND NOT EXISTS (SELECT 1 FROM pick)
-       AND t.status IN ('pending', 'in_progress')
-       AND (t.deadline_at IS NULL OR t.deadline_at > %(now)s)
-    RETURNING s.id, s.status, s.attempts, s.name, s.position, s.max_attempts, s.retryable,
-              s.inputs, s.timeout_seconds, s.named_step_id, s.claimed_at
-), nxt AS (
-    SELECT * FROM kids WHERE status = 'in_progress' UNION ALL SELECT * FROM sib
+{sib}), nxt AS (
+    SELECT * FROM kids WHERE status = 'in_progress'{also_sib}
 ), ev AS (
     INSERT INTO {EVENT}
         (task_id, step_id, kind, name, from_status, to_status, actor, reason, payload,
@@ -284,7 +303,10 @@ SELECT (SELECT count(*) FROM done),
           FROM nxt k JOIN {NamedStep._meta.db_table} ns ON ns.id = k.named_step_id)
 """  # noqa: S608
 
-FINISH_SUCCESS = Statement(_FINISH_SUCCESS_SQL)
+
+FINISH_SUCCESS = Statement(_finish_success_sql(sibling=True))
+#: Most finishes hold no sibling: the same statement without the ``sib`` CTE.
+FINISH_SUCCESS_NO_SIBLING = Statement(_finish_success_sql(sibling=False))
 
 
 def finish_success(
@@ -310,7 +332,7 @@ def finish_success(
     instead, if it is still enqueued.
     """
     (row,) = _execute(
-        FINISH_SUCCESS,
+        FINISH_SUCCESS if sibling is not None else FINISH_SUCCESS_NO_SIBLING,
         {
             "step": step_id,
             "attempt": attempt,

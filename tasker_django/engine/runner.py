@@ -51,7 +51,7 @@ from ..security import crypto
 from ..security.audit import audit_events, audits
 from . import clock, dispatch, pg
 from .backoff import retry_delay
-from .events import Event, emit_on_commit, send_signals
+from .events import Event, after_commit, emit_on_commit, send_signals
 from .holding import Held
 from .policy import error_type, policy_for
 
@@ -103,6 +103,14 @@ def _json_param(value: Any) -> Any:
 
 def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def _results_text(loaded: Loaded, outcome: Outcome) -> str | None:
+    """The results to store, as JSON text: encrypted when the task's data is."""
+    sealed = crypto.sealed_results(loaded, outcome.results)
+    if sealed is outcome.results and outcome.results_text is not None:
+        return outcome.results_text
+    return _json_text(sealed)
 
 
 def _load_json(value: Any) -> Any:
@@ -315,6 +323,57 @@ class Outcome:
     retryable: bool = False
     retry_after: float | None = None
     duration_ms: float = 0.0
+    #: ``results`` as JSON text (what the finish statement stores), when known.
+    results_text: str | None = None
+
+
+class _Alarm:
+    """The SIGALRM handler of the steps run_step_loop runs.
+
+    Installed once per loop (:func:`_alarm_scope`), not per step: swapping signal
+    handlers costs more than the rest of the time limit. While a step runs, ``message``
+    is set and an alarm raises :class:`StepTimeout`; otherwise it goes to the handler
+    that was installed before (django-q2's own timeout, or the default).
+    """
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.previous: Any = None
+        self.message: str | None = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.message is not None:
+            raise StepTimeout(self.message)
+        previous = self.previous
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGALRM)
+
+
+_alarm = _Alarm()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _alarm_scope() -> Iterator[None]:
+    """Install the steps' SIGALRM handler for the duration of one run_step_loop."""
+    if _alarm.installed or not _main_thread():
+        yield
+        return
+    _alarm.previous = signal.signal(signal.SIGALRM, _alarm.handle)
+    _alarm.installed = True
+    try:
+        yield
+    finally:
+        _alarm.installed = False
+        _alarm.message = None
+        signal.signal(signal.SIGALRM, _alarm.previous)
+        _alarm.previous = None
 
 
 @contextmanager
@@ -324,28 +383,26 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
     django-q2 arms its own SIGALRM for the whole task; it is saved and re-armed
     with the time it has left afterwards.
     """
-    if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread():
+    if not seconds or seconds <= 0 or not _main_thread():
         yield
         return
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise StepTimeout(f"step ran past its timeout of {seconds:g} s")
-
-    started = time.monotonic()
-    previous_handler = signal.signal(signal.SIGALRM, _raise)
-    previous_remaining = signal.alarm(0)
-    limit = float(seconds)
-    if previous_remaining:
-        limit = min(limit, max(previous_remaining - 0.5, 0.1))
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous_handler)
+    message = f"step ran past its timeout of {seconds:g} s"
+    with nullcontext() if _alarm.installed else _alarm_scope():
+        started = time.monotonic()
+        previous_remaining = signal.alarm(0)
+        limit = float(seconds)
         if previous_remaining:
-            left = previous_remaining - (time.monotonic() - started)
-            signal.alarm(max(math.ceil(left), 1))
+            limit = min(limit, max(previous_remaining - 0.5, 0.1))
+        _alarm.message = message
+        signal.setitimer(signal.ITIMER_REAL, limit)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            _alarm.message = None
+            if previous_remaining:
+                left = previous_remaining - (time.monotonic() - started)
+                signal.alarm(max(math.ceil(left), 1))
 
 
 def _error_info(exc: BaseException) -> dict[str, Any]:
@@ -460,7 +517,7 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
         elapsed = time.monotonic() - started
         if timeout and elapsed > float(timeout):
             raise StepTimeout(f"step ran {elapsed:.1f} s, past its timeout of {float(timeout):g} s")
-        results = _check_results(results)
+        results, results_text = _check_results(results)
     except PermanentError as exc:
         return _failed(AttemptOutcome.PERMANENT_ERROR, exc, started, retryable=False)
     except RetryableError as exc:
@@ -497,6 +554,7 @@ def execute(loaded: Loaded, *, heartbeat: Callable[[], None] | None = None) -> O
         outcome=AttemptOutcome.SUCCESS.value,
         results=results,
         duration_ms=(time.monotonic() - started) * 1000,
+        results_text=results_text,
     )
 
 
@@ -562,9 +620,10 @@ def _failed(
     )
 
 
-def _check_results(results: Any) -> dict[str, Any]:
+def _check_results(results: Any) -> tuple[dict[str, Any], str]:
+    """The results as they will be read back, and as JSON text."""
     if results is None:
-        return {}
+        return {}, "{}"
     if not isinstance(results, dict):
         raise HandlerResultError(
             f"handler must return a JSON object (dict), got {type(results).__name__}"
@@ -573,7 +632,7 @@ def _check_results(results: Any) -> dict[str, Any]:
         text = json.dumps(results, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise HandlerResultError(f"handler result is not JSON: {exc}") from None
-    return json.loads(text)  # exactly what will be read back
+    return json.loads(text), text  # exactly what will be read back
 
 
 # ---------------------------------------------------------------------------
@@ -718,7 +777,7 @@ def _finish_success_pg(
             step_id=c.step_id,
             attempt=c.attempt,
             # JSON text (cast in the statement): no adapter objects on the hot path.
-            results=_json_text(crypto.sealed_results(loaded, results)),
+            results=_results_text(loaded, outcome),
             now=now,
             claimed=c.claimed_at,
             duration_ms=outcome.duration_ms,
@@ -746,7 +805,7 @@ def _finish_success_pg(
     else:
         ready = []
     signals = [completed, task_done] if transitioned else [completed]
-    transaction.on_commit(lambda: send_signals(signals))
+    after_commit(lambda: send_signals(signals))
     return Finished(
         stored=True,
         kicked=ready,
@@ -1125,16 +1184,16 @@ def mark_task_started(loaded: Loaded) -> None:
 
     On PostgreSQL the claim statement already set the status (``started_now``).
     """
-    now = clock.now()
     if loaded.task.get("started_logged"):
         loaded.task["started_logged"] = False  # signalled once
         send_signals([_task_event(loaded, "task.started")])  # the claim stored the row
         return
     if loaded.task.get("started_now"):
-        changed = 1
+        changed, now = 1, clock.now()
     elif loaded.task["status"] != TaskStatus.PENDING.value:
-        return
+        return  # the common case: the task runs already
     else:
+        now = clock.now()
         changed = Task.objects.filter(pk=loaded.task["id"], status=TaskStatus.PENDING).update(
             status=TaskStatus.IN_PROGRESS, started_at=now, updated_at=now
         )
@@ -1208,28 +1267,29 @@ def run_step_loop(
     preloaded: Loaded | None = None
     held = Held()
     try:
-        while preloaded is not None or next_id is not None:
-            loaded = preloaded or claim_and_load(next_id, worker)  # type: ignore[arg-type]
-            preloaded = None
-            if loaded is None:
-                # Not claimable (a duplicate kick, or a held step that a kick sent
-                # meanwhile let another worker take): on to the next held step.
-                next_id = held.take() if budget_left() else None
-                continue
-            ran += 1
-            if on_claim:
-                on_claim(loaded.claim)
-            try:
-                result = run_loaded(loaded, allow_eager=budget_left(), sibling=held.peek)
-            finally:
-                if on_release:
-                    on_release()
-            preloaded, next_id = result.eager_loaded, result.eager
-            if preloaded is not None:
-                held.discard(preloaded.claim.step_id)  # the finish claimed a held sibling
-            held.hold(result.held, result.held_priority, result.held_batch_size, hold_seconds)
-            if preloaded is None and next_id is None and budget_left():
-                next_id = held.take()
+        with _alarm_scope():  # the steps' time limits (one handler for the loop)
+            while preloaded is not None or next_id is not None:
+                loaded = preloaded or claim_and_load(next_id, worker)  # type: ignore[arg-type]
+                preloaded = None
+                if loaded is None:
+                    # Not claimable (a duplicate kick, or a held step that a kick sent
+                    # meanwhile let another worker take): on to the next held step.
+                    next_id = held.take() if budget_left() else None
+                    continue
+                ran += 1
+                if on_claim:
+                    on_claim(loaded.claim)
+                try:
+                    result = run_loaded(loaded, allow_eager=budget_left(), sibling=held.peek)
+                finally:
+                    if on_release:
+                        on_release()
+                preloaded, next_id = result.eager_loaded, result.eager
+                if preloaded is not None:
+                    held.discard(preloaded.claim.step_id)  # the finish claimed a held sibling
+                held.hold(result.held, result.held_priority, result.held_batch_size, hold_seconds)
+                if preloaded is None and next_id is None and budget_left():
+                    next_id = held.take()
     finally:
         held.release()
     return ran
