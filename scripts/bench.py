@@ -14,7 +14,9 @@ running one cluster of 2 workers, and measures:
   next to a raw chain of self-enqueuing no-op django-q2 tasks (stamps kept in Redis);
 * throughput of 500 diamond tasks (2,000 steps) queued before the worker starts, from
   the first step started to the last step completed, next to 2,000 raw no-op
-  ``async_task(save=False)`` messages drained by the same cluster settings.
+  ``async_task(save=False)`` messages drained by the same cluster settings, in
+  alternating rounds; rounds during which the host slowed this VM's CPUs, as a probe
+  process timing a fixed piece of Python work shows, are set aside (``HostProbe``).
 
 A last phase (ORM broker, no worker) times ``create_task`` of a 10,000-step template
 and counts the SQL statements ``run_step_loop`` issues to finish one step of a 4-step
@@ -56,7 +58,7 @@ RAW_MESSAGES = 2000
 # to MAX_ROUNDS pairs to get them.
 KEPT_ROUNDS = 3
 MAX_ROUNDS = 7
-HOST_SLOWED = 1.3  # a round is "slowed" when the probe's work took this much longer
+HOST_SLOWED = 1.2  # a round is "slowed" when the probe's work took this much longer
 BIG_STEPS = 10_000
 COST_DIAMONDS = 300  # diamonds run in one process for the cost of a step
 CREATE_REPEATS = 3
@@ -266,9 +268,20 @@ class HostProbe:
     rate is set by its pusher's round trips.
     """
 
-    def __init__(self, logdir: Path, name: str) -> None:
-        self.path = logdir / f"probe-{name}.log"
-        self.proc = subprocess.Popen([PYTHON, "-c", PROBE_CODE, str(self.path)])
+    def __init__(self, path: Path, start: bool = True) -> None:
+        self.path = path
+        self.proc = subprocess.Popen([PYTHON, "-c", PROBE_CODE, str(path)]) if start else None
+
+    @classmethod
+    def for_phase(cls, logdir: Path) -> HostProbe:
+        """The run's probe (started by main(): one baseline for every phase), or one of
+        the phase's own when it runs alone."""
+        shared = os.environ.get("BENCH_PROBE_LOG")
+        if shared:
+            return cls(Path(shared), start=False)
+        probe = cls(logdir / "probe.log")
+        time.sleep(3)  # samples for a baseline before the first round
+        return probe
 
     def samples(self, start: float | None = None, end: float | None = None) -> list[float]:
         if not self.path.exists():
@@ -281,7 +294,7 @@ class HostProbe:
         return values
 
     def slowdown(self, start: float, end: float) -> float | None:
-        """Median probe time between ``start`` and ``end`` over the phase's fast time
+        """Median probe time between ``start`` and ``end`` over the run's fast time
         (10th percentile of every sample so far); None without samples."""
         window, every = self.samples(start, end), self.samples()
         if not window or len(every) < 10:
@@ -289,8 +302,9 @@ class HostProbe:
         return statistics.median(window) / percentile(every, 10)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
 
 
 def tasker_worker(logdir: Path, broker: str, name: str, eager: bool = True) -> Process:
@@ -573,9 +587,8 @@ def phase_broker(broker: str, logdir: Path) -> dict[str, Any]:
         # did not slow down (HostProbe), running more rounds until each side has
         # KEPT_ROUNDS of them (at most MAX_ROUNDS).
         raw_runs, runs = [], []
-        probe = HostProbe(logdir, broker)
+        probe = HostProbe.for_phase(logdir)
         try:
-            time.sleep(2)  # the probe's first samples, before any round
             for round_ in range(1, MAX_ROUNDS + 1):
                 if min(kept_rounds(raw_runs), kept_rounds(runs)) >= KEPT_ROUNDS:
                     break  # enough rounds the host did not slow, on both sides
@@ -909,8 +922,8 @@ def report(results: dict[str, Any], elapsed: float) -> str:
         "Throughput: all work queued with the worker stopped, then one worker started; "
         "measured from the first step (task) started to the last finished; "
         "raw and tasker rounds alternate; a probe process times a fixed piece of Python "
-        "work (CPU time, every 50 ms) all along, and a round during which it took "
-        f"{HOST_SLOWED:g}× its phase's fast time or more (the host slowed this VM's CPUs) "
+        "work (CPU time, every 50 ms) all through the run, and a round during which it took "
+        f"{HOST_SLOWED:g}× the run's fast time or more (the host slowed this VM's CPUs) "
         f"is set aside: pairs run until each side has {KEPT_ROUNDS} rounds not slowed "
         f"(at most {MAX_ROUNDS} pairs), and the table shows their medians. "
         "Statements: `CaptureQueriesContext` around `run_step_loop(step, eager=False)`, "
@@ -998,15 +1011,23 @@ def main() -> int:
         120,
         "migrate",
     )
+    # One probe for the whole run, so that every phase judges its rounds against the
+    # same fast time; a few seconds of it before the first phase.
+    probe = HostProbe(logdir / "probe.log")
+    os.environ["BENCH_PROBE_LOG"] = str(probe.path)
+    time.sleep(3)
     results: dict[str, Any] = {}
-    for phase in ("orm", "redis", "sql"):
-        out = logdir / f"{phase}.json"
-        argv = [PYTHON, str(Path(__file__).resolve()), "--phase", phase]
-        argv += ["--out", str(out), "--logdir", str(logdir)]
-        left = TOTAL_BUDGET - (time.monotonic() - started)
-        timeout = max(min(PHASE_TIMEOUT, left), 1)
-        run_child(argv, phase_env("orm" if phase == "sql" else phase), timeout, phase)
-        results[phase] = json.loads(out.read_text())
+    try:
+        for phase in ("orm", "redis", "sql"):
+            out = logdir / f"{phase}.json"
+            argv = [PYTHON, str(Path(__file__).resolve()), "--phase", phase]
+            argv += ["--out", str(out), "--logdir", str(logdir)]
+            left = TOTAL_BUDGET - (time.monotonic() - started)
+            timeout = max(min(PHASE_TIMEOUT, left), 1)
+            run_child(argv, phase_env("orm" if phase == "sql" else phase), timeout, phase)
+            results[phase] = json.loads(out.read_text())
+    finally:
+        probe.stop()
     sys.path.insert(0, str(ROOT))
     results["load"] = [load_before, os.getloadavg()]
     print(report(results, time.monotonic() - started))
