@@ -393,13 +393,13 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         limit = float(seconds)
         if previous_remaining:
             limit = min(limit, max(previous_remaining - 0.5, 0.1))
-        _alarm.message = message
+        outer_message, _alarm.message = _alarm.message, message
         signal.setitimer(signal.ITIMER_REAL, limit)
         try:
             yield
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            _alarm.message = None
+            _alarm.message = outer_message  # a step run inside a handler's step
             if previous_remaining:
                 left = previous_remaining - (time.monotonic() - started)
                 signal.alarm(max(math.ceil(left), 1))
