@@ -15,8 +15,8 @@ running one cluster of 2 workers, and measures:
 * throughput of 500 diamond tasks (2,000 steps) queued before the worker starts, from
   the first step started to the last step completed, next to 2,000 raw no-op
   ``async_task(save=False)`` messages drained by the same cluster settings, in
-  alternating rounds; rounds during which the host slowed this VM's CPUs, as a probe
-  process timing a fixed piece of Python work shows, are set aside (``HostProbe``).
+  alternating rounds; rounds during which the host slowed this VM's CPUs, as probes
+  timing a fixed piece of Python work on each CPU show, are set aside (``HostProbe``).
 
 A last phase (ORM broker, no worker) times ``create_task`` of a 10,000-step template
 and counts the SQL statements ``run_step_loop`` issues to finish one step of a 4-step
@@ -242,8 +242,13 @@ def running(process: Process, ready: str | None = None) -> Iterator[Process]:
 
 
 # The probe's work: about 1 ms of pure Python every 50 ms (about 2% of one CPU).
+# The probe's work: about 1 ms of pure Python every 50 ms (about 2% of one CPU), on the
+# CPU given as its second argument.
 PROBE_CODE = """
-import sys, time
+import os, sys, time
+cpu = int(sys.argv[2])
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {cpu})
 def work():
     s = 0
     for i in range(20000):
@@ -252,25 +257,36 @@ out = open(sys.argv[1], "a", buffering=1)
 while True:
     started = time.thread_time()
     work()
-    out.write(f"{time.time():.3f} {1000 * (time.thread_time() - started):.4f}\\n")
+    out.write(f"{time.time():.3f} {cpu} {1000 * (time.thread_time() - started):.4f}\\n")
     time.sleep(0.05)
 """
 
 
-class HostProbe:
-    """Times a fixed piece of Python work, in CPU time, all through a phase.
+def _cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return [0]
 
-    On a shared virtual machine the host sometimes runs this VM's CPUs markedly slower
-    for seconds at a time (here the same work then takes 1.5 to 1.9 times as long).
-    CPU time leaves out the wait for a CPU, so the probe reads the host's speed, not
-    the benchmark's own load. Throughput rounds the host slowed by HOST_SLOWED or more
-    are set aside; tasker, CPU-bound, loses much more in them than raw django-q2, whose
-    rate is set by its pusher's round trips.
+
+class HostProbe:
+    """Times a fixed piece of Python work, in CPU time, on each CPU, all through the run.
+
+    On a shared virtual machine the host sometimes runs one of this VM's CPUs markedly
+    slower for seconds at a time (the same work then takes 1.5 to 1.9 times as long),
+    each CPU on its own. CPU time leaves out the wait for a CPU, so each probe reads its
+    CPU's speed, not the benchmark's own load. A round's slowdown is the mean over the
+    CPUs; rounds slowed by HOST_SLOWED or more are set aside. tasker, CPU-bound on both
+    CPUs, loses much more in them than raw django-q2, whose rate is set by its pusher's
+    round trips and its workers' restarts.
     """
 
     def __init__(self, path: Path, start: bool = True) -> None:
         self.path = path
-        self.proc = subprocess.Popen([PYTHON, "-c", PROBE_CODE, str(path)]) if start else None
+        self.procs = (
+            [subprocess.Popen([PYTHON, "-c", PROBE_CODE, str(path), str(c)]) for c in _cpus()]
+            if start
+            else []
+        )
 
     @classmethod
     def for_phase(cls, logdir: Path) -> HostProbe:
@@ -283,28 +299,35 @@ class HostProbe:
         time.sleep(3)  # samples for a baseline before the first round
         return probe
 
-    def samples(self, start: float | None = None, end: float | None = None) -> list[float]:
+    def samples(
+        self, start: float | None = None, end: float | None = None
+    ) -> dict[str, list[float]]:
+        """Probe times (ms) by CPU, between ``start`` and ``end``."""
+        values: dict[str, list[float]] = {}
         if not self.path.exists():
-            return []
-        values = []
+            return values
         for line in self.path.read_text().splitlines():
-            stamp, ms = line.split()
+            stamp, cpu, ms = line.split()
             if (start is None or float(stamp) >= start) and (end is None or float(stamp) <= end):
-                values.append(float(ms))
+                values.setdefault(cpu, []).append(float(ms))
         return values
 
     def slowdown(self, start: float, end: float) -> float | None:
-        """Median probe time between ``start`` and ``end`` over the run's fast time
-        (10th percentile of every sample so far); None without samples."""
+        """For each CPU, the median probe time between ``start`` and ``end`` over the
+        run's fast time on it (10th percentile of every sample so far); their mean.
+        None without samples."""
         window, every = self.samples(start, end), self.samples()
-        if not window or len(every) < 10:
-            return None
-        return statistics.median(window) / percentile(every, 10)
+        ratios = [
+            statistics.median(window[cpu]) / percentile(every[cpu], 10)
+            for cpu in window
+            if len(every.get(cpu, [])) >= 10
+        ]
+        return statistics.fmean(ratios) if ratios else None
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def tasker_worker(logdir: Path, broker: str, name: str, eager: bool = True) -> Process:
@@ -921,9 +944,10 @@ def report(results: dict[str, Any], elapsed: float) -> str:
         "task that `async_task`s itself (reused broker, `save=False`). "
         "Throughput: all work queued with the worker stopped, then one worker started; "
         "measured from the first step (task) started to the last finished; "
-        "raw and tasker rounds alternate; a probe process times a fixed piece of Python "
-        "work (CPU time, every 50 ms) all through the run, and a round during which it took "
-        f"{HOST_SLOWED:g}× the run's fast time or more (the host slowed this VM's CPUs) "
+        "raw and tasker rounds alternate; a probe process on each CPU times a fixed piece "
+        "of Python work (CPU time, every 50 ms) all through the run, and a round during "
+        f"which it took {HOST_SLOWED:g}× the run's fast time or more, on average over the "
+        "CPUs (the host slowed this VM's CPUs), "
         f"is set aside: pairs run until each side has {KEPT_ROUNDS} rounds not slowed "
         f"(at most {MAX_ROUNDS} pairs), and the table shows their medians. "
         "Statements: `CaptureQueriesContext` around `run_step_loop(step, eager=False)`, "
