@@ -114,8 +114,7 @@ def send_signals(events: list[Event]) -> None:
     A template's ``events.publish_*`` toggles and ``settings.event_publishing`` switch
     both off per event (the ``TaskEvent`` row is stored regardless).
     """
-    from .policy import policy_for  # policy imports publication, which imports this
-    from .publication import deliver
+    from .publication import deliver, policy_of  # publication imports this module
 
     log = logger.isEnabledFor(logging.INFO)
     for e in events:
@@ -128,7 +127,7 @@ def send_signals(events: list[Event]) -> None:
                 e.step_id if e.step_id is not None else "-",
                 extra={"task_id": e.task_id, "step_id": e.step_id, "event": e.name},
             )
-        policy = None if e.template_ref is None else policy_for(*e.template_ref).events
+        policy = policy_of(e)
         published = policy is None or policy.publishes(e.name)
         if sig is not None and published:
             sender = Task if e.name.startswith("task.") else WorkflowStep
