@@ -187,7 +187,7 @@ def test_finish_statement_claims_the_child(load_template: Any) -> None:
 def test_hot_statements_use_postgresql_placeholders() -> None:
     """Converted once at import: psycopg parses nothing per call (it re-parsed the
     finishing statement on every call, 0.3 ms of Python per step, above 4 KiB)."""
-    for statement in (pg.CLAIM_AND_LOAD, pg.FINISH_SUCCESS, pg.FINISH_SUCCESS_NO_SIBLING):
+    for statement in (pg.CLAIM_AND_LOAD, *pg._FINISH.values()):
         assert "%(" not in statement.sql and "%s" not in statement.sql
         numbers = {int(n) for n in re.findall(r"\$(\d+)", statement.sql)}
         assert numbers == set(range(1, len(statement.names) + 1))
@@ -208,7 +208,7 @@ def test_finish_finds_its_step_by_primary_key(load_template: Any) -> None:
     types |= {"eager": "bool", "lease": "timestamptz", "sibling": "int8", "payload": "text"}
     load_template(chain_yaml("many", 500))
     create_task("many")  # 500 steps, none running
-    for statement in (pg.FINISH_SUCCESS, pg.FINISH_SUCCESS_NO_SIBLING):
+    for (sibling, children), statement in pg._FINISH.items():
         names = statement.names
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE tasker_workflow_step")
@@ -225,7 +225,8 @@ def test_finish_finds_its_step_by_primary_key(load_template: Any) -> None:
         done = plan.split("CTE done", 1)[1].split("CTE ", 1)[0]
         assert "using tasker_workflow_step_pkey" in done, done
         assert "tasker_step_lease" not in done, done
-        assert ("CTE sib" in plan) == (statement is pg.FINISH_SUCCESS)
+        assert ("CTE sib" in plan) == sibling
+        assert ("CTE kids" in plan) == children
 
 
 @pytest.mark.postgres_only
@@ -319,3 +320,66 @@ def test_hot_statements_keep_one_cursor_per_connection(load_template: Any) -> No
     connection.close()
     renewed = run_one()
     assert renewed is not first and renewed.connection is connection.connection
+
+
+FAN_OUT = """
+name: fan_out
+version: "1.0.0"
+step_templates:
+  - {name: a, handler_class: test.echo}
+  - {name: b, handler_class: test.echo, depends_on_step: a}
+  - {name: c, handler_class: test.echo, depends_on_step: a}
+"""
+
+
+def test_leaf_siblings_run_on_one_kick(load_template: Any) -> None:
+    """b and c depend on a and nothing depends on them: b's finish (a leaf's) claims the
+    held c, and c's finishes the task."""
+    load_template(FAN_OUT)
+    task = create_task("fan_out", context={"value": 3})
+    a = steps(task)["a"].pk
+    dispatch.purge_queue()
+    with CaptureQueriesContext(connection) as ctx:
+        assert run_step_loop(a, worker="w1", eager=True) == 3
+    assert dispatch.queue_size() == 0
+    s = steps(task)
+    assert {x.name: (x.status, x.worker_id, x.attempts) for x in s.values()} == {
+        n: ("complete", "w1", 1) for n in "abc"
+    }
+    assert s["c"].results == {"value": 3, "parents": {"a": {"value": 3, "parents": {}}}}
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETE and task.completed_steps == 3
+    if is_postgres():
+        statements = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+        assert statements == [
+            pg.CLAIM_AND_LOAD.sql,
+            pg.FINISH_SUCCESS_NO_SIBLING.sql,  # a: readies b (claimed) and c (held)
+            pg.FINISH_LEAF_SIBLING.sql,  # b: a leaf, claims the held c
+            pg.FINISH_LEAF.sql,  # c
+        ]
+
+
+def test_policy_leaves_are_the_steps_without_children(load_template: Any) -> None:
+    """The engine runs the smaller finishing statement for the steps the policy calls
+    leaves: they must be exactly the named steps no edge leaves from (the seed
+    templates, a diamond and a fan-out)."""
+    from django.core.management import call_command
+
+    from tasker_django.engine.policy import policy_for
+    from tasker_django.models import NamedStep, NamedStepEdge, NamedTask
+
+    from .conftest import SEED_DIR
+
+    seeds = sorted(SEED_DIR.glob("*.yaml"))
+    assert seeds
+    call_command("tasker_load_templates", *map(str, seeds), verbosity=0)
+    load_template(DIAMOND)
+    load_template(FAN_OUT)
+    assert NamedTask.objects.count() >= len(seeds) + 2
+    for nt in NamedTask.objects.all():
+        edges = NamedStepEdge.objects.filter(named_task=nt)
+        parents = set(edges.values_list("from_step", flat=True))
+        steps = NamedStep.objects.filter(named_task=nt)
+        expected = {s.name for s in steps if s.pk not in parents}
+        assert expected and (len(expected) < steps.count() or not parents), nt.name
+        assert policy_for(nt.pk, nt.content_hash).leaves == expected, nt.name

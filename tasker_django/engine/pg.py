@@ -100,9 +100,14 @@ WITH c AS (
            jsonb_build_object('task_id', ts.id, 'task_name', tnt.name,
                               'namespace', tn.name, 'version', tnt.version),
            %(now)s
-      FROM ts
-      JOIN {NamedTask._meta.db_table} tnt ON tnt.id = ts.named_task_id
-      JOIN {Namespace._meta.db_table} tn ON tn.id = tnt.namespace_id
+      -- Lookups by primary key (OFFSET 0 keeps them apart): as a join, a small table
+      -- was scanned whole, reading every template's JSON for the condition below.
+      FROM ts,
+           LATERAL (SELECT name, version, namespace_id, template
+                      FROM {NamedTask._meta.db_table}
+                     WHERE id = ts.named_task_id OFFSET 0) tnt,
+           LATERAL (SELECT name FROM {Namespace._meta.db_table}
+                     WHERE id = tnt.namespace_id OFFSET 0) tn
      WHERE COALESCE(tnt.template #>> '{{sections,security,audit_logging,enabled}}', '')
            <> 'true'
     RETURNING 1
@@ -118,7 +123,9 @@ SELECT c.task_id, c.attempts, (SELECT count(*) FROM ts), (SELECT count(*) FROM t
   JOIN {TASK} t ON t.id = c.task_id
   JOIN {NamedTask._meta.db_table} nt ON nt.id = t.named_task_id
   JOIN {Namespace._meta.db_table} n ON n.id = nt.namespace_id
-  JOIN {NamedStep._meta.db_table} ns ON ns.id = c.named_step_id
+  CROSS JOIN LATERAL (SELECT handler_class, handler_config, backoff
+                        FROM {NamedStep._meta.db_table}
+                       WHERE id = c.named_step_id OFFSET 0) ns
   LEFT JOIN {EDGE} e ON e.to_step_id = c.id
   LEFT JOIN {STEP} p ON p.id = e.from_step_id
  ORDER BY p.position
@@ -182,7 +189,7 @@ _SIBLING_CTE = f"""), sib AS (
            updated_at = %(now)s
       FROM done, t
      WHERE %(eager)s AND s.id = %(sibling)s AND s.status = 'enqueued'
-       AND s.task_id = done.task_id AND NOT EXISTS (SELECT 1 FROM pick)
+       AND s.task_id = done.task_id@@NO_PICK@@
        AND t.status IN ('pending', 'in_progress')
        AND (t.deadline_at IS NULL OR t.deadline_at > %(now)s)
     RETURNING s.id, s.status, s.attempts, s.name, s.position, s.max_attempts, s.retryable,
@@ -190,43 +197,8 @@ _SIBLING_CTE = f"""), sib AS (
 """  # noqa: S608
 
 
-def _finish_success_sql(sibling: bool) -> str:
-    """The finishing statement; with ``sibling`` it can also claim the held sibling
-    (without, its plan is smaller: the statement runs once per step)."""
-    sib = _SIBLING_CTE if sibling else ""
-    also_sib = " UNION ALL SELECT * FROM sib" if sibling else ""
-    return f"""
-WITH done AS (
-    UPDATE {STEP}
-       SET status = 'complete', results = %(results)s::jsonb, completed_at = %(now)s,
-           lease_expires_at = NULL, last_error = NULL, updated_at = %(now)s
-     -- Never '-': the IN list only keeps the planner off the partial index of leases
-     -- (tasker_step_lease). Statistics taken while few steps ran make that index look
-     -- empty, and the cached plan then scanned every running (and dead) entry of it
-     -- to find this one row, a cost growing with the steps in flight.
-     WHERE id = %(step)s AND status IN ('in_progress', '-') AND attempts = %(attempt)s
-    RETURNING id, task_id
-), att AS (
-    INSERT INTO {ATTEMPT}
-        (step_id, task_id, attempt_number, started_at, finished_at, duration_ms, outcome,
-         error_class, error_message, error_code, error_category, error_context, worker)
-    SELECT id, task_id, %(attempt)s, %(claimed)s, %(now)s, %(duration)s, 'success',
-           '', '', '', '', '{{}}'::jsonb, %(worker)s
-      FROM done
-    RETURNING 1
-), t AS (
-    UPDATE {TASK}
-       SET completed_steps = completed_steps + 1,
-           status = CASE WHEN status IN ('pending', 'in_progress') AND failed_steps = 0
-                              AND completed_steps + 1 >= total_steps
-                         THEN 'complete' ELSE status END,
-           completed_at = CASE WHEN status IN ('pending', 'in_progress') AND failed_steps = 0
-                                    AND completed_steps + 1 >= total_steps
-                               THEN %(now)s ELSE completed_at END,
-           updated_at = %(now)s
-     WHERE id = (SELECT task_id FROM done)
-    RETURNING status, completed_steps, total_steps, deadline_at
-), pick AS (
+#: The ``pick`` and ``kids`` CTEs of the finishing statement (see _finish_success_sql).
+_CHILDREN_CTES = f"""), pick AS (
     -- Eager continuation: the first child this step readies is claimed right here
     -- (pending -> in_progress, the attempt counted), as the claim statement would,
     -- while the task still runs. Readiness is decided row by row below; the pick is
@@ -263,9 +235,81 @@ WITH done AS (
      WHERE k.id = e.to_step_id AND k.status = 'pending' AND k.remaining_parents > 0
     RETURNING k.id, k.status, k.attempts, k.name, k.position, k.max_attempts, k.retryable,
               k.inputs, k.timeout_seconds, k.named_step_id, k.claimed_at
-{sib}), nxt AS (
-    SELECT * FROM kids WHERE status = 'in_progress'{also_sib}
-), ev AS (
+"""  # noqa: S608
+
+#: The claimed child or sibling, a column of the finishing statement's result.
+_PICKED = f"""-- The claimed child or sibling, loaded as the claim statement would (its parents
+       -- as this statement's snapshot shows them: the runner patches in the step just
+       -- finished and reloads when another parent looks unfinished).
+       (SELECT json_build_array(
+                   k.id, k.attempts, k.name, k.position, k.max_attempts, k.retryable,
+                   k.inputs, k.timeout_seconds, ns.handler_class, ns.handler_config,
+                   ns.backoff,
+                   (SELECT json_agg(json_build_array(
+                               p.id, p.name, p.status, p.results, p.attempts,
+                               p.max_attempts, p.inputs, p.position, p.retryable)
+                           ORDER BY p.position)
+                      FROM {EDGE} pe JOIN {STEP} p ON p.id = pe.from_step_id
+                     WHERE pe.to_step_id = k.id),
+                   k.claimed_at)
+          -- A lookup by primary key (OFFSET 0 keeps it a subquery): joined, the small
+          -- table was hashed on every execution.
+          FROM nxt k, LATERAL (SELECT handler_class, handler_config, backoff
+                                 FROM {NamedStep._meta.db_table}
+                                WHERE id = k.named_step_id OFFSET 0) ns)"""  # noqa: S608
+
+
+def _finish_success_sql(sibling: bool, children: bool = True) -> str:
+    """The finishing statement; with ``sibling`` it can also claim the held sibling, and
+    with ``children`` it readies the step's children (and claims one of them). Each
+    part left out makes a smaller plan, set up again on every execution: most finishes
+    hold no sibling, and a leaf step has no children.
+    """
+    no_pick = " AND NOT EXISTS (SELECT 1 FROM pick)" if children else ""
+    sib = _SIBLING_CTE.replace("@@NO_PICK@@", no_pick) if sibling else ""
+    kids = _CHILDREN_CTES if children else ""
+    nxt = " UNION ALL ".join(
+        ["SELECT * FROM kids WHERE status = 'in_progress'"] * children
+        + ["SELECT * FROM sib"] * sibling
+    )
+    nxt_cte = f"), nxt AS (\n    {nxt}\n" if nxt else ""
+    enqueued = (
+        "(SELECT array_agg(id ORDER BY id) FROM kids WHERE status = 'enqueued')"
+        if children
+        else "NULL::bigint[]"
+    )
+    picked = _PICKED if nxt else "NULL::json"
+    return f"""
+WITH done AS (
+    UPDATE {STEP}
+       SET status = 'complete', results = %(results)s::jsonb, completed_at = %(now)s,
+           lease_expires_at = NULL, last_error = NULL, updated_at = %(now)s
+     -- Never '-': the IN list only keeps the planner off the partial index of leases
+     -- (tasker_step_lease). Statistics taken while few steps ran make that index look
+     -- empty, and the cached plan then scanned every running (and dead) entry of it
+     -- to find this one row, a cost growing with the steps in flight.
+     WHERE id = %(step)s AND status IN ('in_progress', '-') AND attempts = %(attempt)s
+    RETURNING id, task_id
+), att AS (
+    INSERT INTO {ATTEMPT}
+        (step_id, task_id, attempt_number, started_at, finished_at, duration_ms, outcome,
+         error_class, error_message, error_code, error_category, error_context, worker)
+    SELECT id, task_id, %(attempt)s, %(claimed)s, %(now)s, %(duration)s, 'success',
+           '', '', '', '', '{{}}'::jsonb, %(worker)s
+      FROM done
+), t AS (
+    UPDATE {TASK}
+       SET completed_steps = completed_steps + 1,
+           status = CASE WHEN status IN ('pending', 'in_progress') AND failed_steps = 0
+                              AND completed_steps + 1 >= total_steps
+                         THEN 'complete' ELSE status END,
+           completed_at = CASE WHEN status IN ('pending', 'in_progress') AND failed_steps = 0
+                                    AND completed_steps + 1 >= total_steps
+                               THEN %(now)s ELSE completed_at END,
+           updated_at = %(now)s
+     WHERE id = (SELECT task_id FROM done)
+    RETURNING status, completed_steps, total_steps, deadline_at
+{kids}{sib}{nxt_cte}), ev AS (
     INSERT INTO {EVENT}
         (task_id, step_id, kind, name, from_status, to_status, actor, reason, payload,
          created_at)
@@ -280,33 +324,30 @@ WITH done AS (
            %(payload)s::jsonb - 'step_id' - 'step_name' - 'attempt', %(now)s
       FROM done, t
      WHERE t.status = 'complete' AND t.completed_steps = t.total_steps
-    RETURNING 1
 )
-SELECT (SELECT count(*) FROM done),
-       (SELECT status FROM t), (SELECT completed_steps FROM t), (SELECT total_steps FROM t),
-       (SELECT array_agg(id ORDER BY id) FROM kids WHERE status = 'enqueued'),
-       (SELECT count(*) FROM att), (SELECT count(*) FROM ev),
-       -- The claimed child or sibling, loaded as the claim statement would (its parents
-       -- as this statement's snapshot shows them: the runner patches in the step just
-       -- finished and reloads when another parent looks unfinished).
-       (SELECT json_build_array(
-                   k.id, k.attempts, k.name, k.position, k.max_attempts, k.retryable,
-                   k.inputs, k.timeout_seconds, ns.handler_class, ns.handler_config,
-                   ns.backoff,
-                   (SELECT json_agg(json_build_array(
-                               p.id, p.name, p.status, p.results, p.attempts,
-                               p.max_attempts, p.inputs, p.position, p.retryable)
-                           ORDER BY p.position)
-                      FROM {EDGE} pe JOIN {STEP} p ON p.id = pe.from_step_id
-                     WHERE pe.to_step_id = k.id),
-                   k.claimed_at)
-          FROM nxt k JOIN {NamedStep._meta.db_table} ns ON ns.id = k.named_step_id)
+-- att and ev need not be read: PostgreSQL runs every data-modifying CTE to completion.
+-- One row, whether or not the step was stored (t has a row exactly when done has: it
+-- updates done's task); every scalar subquery here is one more plan node to set up on
+-- each execution, so t's columns come from a join.
+SELECT t.status IS NOT NULL, t.status, t.completed_steps, t.total_steps,
+       {enqueued},
+{picked}
+  FROM (SELECT) one LEFT JOIN t ON true
 """  # noqa: S608
 
 
 FINISH_SUCCESS = Statement(_finish_success_sql(sibling=True))
 #: Most finishes hold no sibling: the same statement without the ``sib`` CTE.
 FINISH_SUCCESS_NO_SIBLING = Statement(_finish_success_sql(sibling=False))
+#: A leaf step (no step depends on it): nothing to ready, no child to claim.
+FINISH_LEAF = Statement(_finish_success_sql(sibling=False, children=False))
+FINISH_LEAF_SIBLING = Statement(_finish_success_sql(sibling=True, children=False))
+_FINISH = {
+    (True, True): FINISH_SUCCESS,
+    (False, True): FINISH_SUCCESS_NO_SIBLING,
+    (False, False): FINISH_LEAF,
+    (True, False): FINISH_LEAF_SIBLING,
+}
 
 
 def finish_success(
@@ -322,6 +363,7 @@ def finish_success(
     eager: bool = False,
     lease: datetime | None = None,
     sibling: int | None = None,
+    children: bool = True,
 ) -> tuple[bool, str | None, bool, list[int], list[Any] | None]:
     """Returns (stored, task status, task just completed, newly enqueued child ids, the
     step claimed for eager continuation as a JSON array, or None).
@@ -329,10 +371,11 @@ def finish_success(
     With ``eager`` the first child the step readies is claimed in the same statement
     (its lease ends at ``lease``) instead of being enqueued: one statement less per
     eagerly continued step. When it readies none, the held ``sibling`` is claimed
-    instead, if it is still enqueued.
+    instead, if it is still enqueued. ``children=False`` (a leaf step: no step depends
+    on it) runs the smaller statement that readies nothing.
     """
     (row,) = _execute(
-        FINISH_SUCCESS if sibling is not None else FINISH_SUCCESS_NO_SIBLING,
+        _FINISH[sibling is not None, children],
         {
             "step": step_id,
             "attempt": attempt,
@@ -347,6 +390,6 @@ def finish_success(
             "sibling": sibling,
         },
     )
-    stored, status, completed, total, ready, _att, _ev, picked = row
+    stored, status, completed, total, ready, picked = row
     transitioned = status == TaskStatus.COMPLETE.value and completed == total
     return bool(stored), status, transitioned, list(ready or []), picked

@@ -55,6 +55,9 @@ class Policy:
     batch_size: int | None = None
     #: Default priority of new tasks (``task_config.priority``).
     priority: int = 0
+    #: Steps no other step depends on: finishing one readies nothing, so the engine
+    #: runs a smaller finishing statement for it (engine/pg.py).
+    leaves: frozenset[str] = frozenset()
 
     @property
     def throttled(self) -> bool:
@@ -148,7 +151,19 @@ def build_policy(template: dict[str, Any]) -> Policy:
         strict_errors=settings.get("error_handling") == "strict",
         batch_size=batch_size,
         priority=priority_value((template.get("task_config") or {}).get("priority")),
+        leaves=leaf_steps(template),
     )
+
+
+def leaf_steps(template: dict[str, Any]) -> frozenset[str]:
+    """Names of the steps no step depends on, from the stored template's ``steps`` (the
+    same ``depends_on`` lists its ``NamedStepEdge`` rows were made from). Empty when the
+    template has no step list: then every finish runs the full statement."""
+    steps = [s for s in template.get("steps") or [] if isinstance(s, dict)]
+    if not steps or any("depends_on" not in s for s in steps):
+        return frozenset()
+    parents = {str(p) for s in steps for p in s.get("depends_on") or []}
+    return frozenset(str(s["name"]) for s in steps if str(s.get("name")) not in parents)
 
 
 _SIMPLE_TYPES = {"string", "number", "integer", "boolean", "object", "array", "null"}

@@ -788,6 +788,7 @@ def _finish_success_pg(
             eager=claim_child,
             lease=now + timedelta(seconds=float(tasker_settings.LEASE_SECONDS)),
             sibling=sibling() if sibling and claim_child else None,
+            children=loaded.step["name"] not in _policy(loaded).leaves,
         )
         if stored and audited:
             started = _step_event(loaded, "step.started", at=c.claimed_at)
