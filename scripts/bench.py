@@ -241,9 +241,10 @@ def running(process: Process, ready: str | None = None) -> Iterator[Process]:
         process.stop()
 
 
-# The probe's work: about 1 ms of pure Python every 50 ms (about 2% of one CPU).
-# The probe's work: about 1 ms of pure Python every 50 ms (about 2% of one CPU), on the
-# CPU given as its second argument.
+# The probe's work: about 0.5 ms of pure Python every 100 ms (about 0.5% of one CPU), on
+# the CPU given as its second argument. Kept small: it runs beside the rounds it judges,
+# and tasker-django, CPU-bound, would lose what it takes (at 1 ms every 50 ms the two
+# probes took about 2% of the machine).
 PROBE_CODE = """
 import os, sys, time
 cpu = int(sys.argv[2])
@@ -251,14 +252,14 @@ if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {cpu})
 def work():
     s = 0
-    for i in range(20000):
+    for i in range(10000):
         s += i * i
 out = open(sys.argv[1], "a", buffering=1)
 while True:
     started = time.thread_time()
     work()
     out.write(f"{time.time():.3f} {cpu} {1000 * (time.thread_time() - started):.4f}\\n")
-    time.sleep(0.05)
+    time.sleep(0.1)
 """
 
 
@@ -945,7 +946,7 @@ def report(results: dict[str, Any], elapsed: float) -> str:
         "Throughput: all work queued with the worker stopped, then one worker started; "
         "measured from the first step (task) started to the last finished; "
         "raw and tasker rounds alternate; a probe process on each CPU times a fixed piece "
-        "of Python work (CPU time, every 50 ms) all through the run, and a round during "
+        "of Python work (CPU time, every 100 ms) all through the run, and a round during "
         f"which it took {HOST_SLOWED:g}× the run's fast time or more, on average over the "
         "CPUs (the host slowed this VM's CPUs), "
         f"is set aside: pairs run until each side has {KEPT_ROUNDS} rounds not slowed "
