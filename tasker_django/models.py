@@ -314,8 +314,9 @@ class WorkflowStep(models.Model):
                 name="tasker_step_lease",
             ),
             models.Index(fields=["status", "-updated_at"], name="tasker_step_status_updated"),
-            # Copying a template's edges into a new task joins its steps by named step.
-            models.Index(fields=["task", "named_step"], name="tasker_step_task_named"),
+            # Every update of a step writes each of these indexes (a status change is
+            # never a HOT update). Copying a template's edges into a new task joins its
+            # steps by (task, name), the unique constraint's index: no index of its own.
         ]
 
     def __str__(self) -> str:
@@ -324,10 +325,15 @@ class WorkflowStep(models.Model):
 
 class WorkflowStepEdge(models.Model):
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="edges")
+    # Looked up by from_step through the unique (from_step, to_step) index and by
+    # to_step through tasker_step_edge_to: no index of their own (a new task writes
+    # every index once per edge).
     from_step = models.ForeignKey(
-        WorkflowStep, on_delete=models.CASCADE, related_name="child_edges"
+        WorkflowStep, on_delete=models.CASCADE, related_name="child_edges", db_index=False
     )
-    to_step = models.ForeignKey(WorkflowStep, on_delete=models.CASCADE, related_name="parent_edges")
+    to_step = models.ForeignKey(
+        WorkflowStep, on_delete=models.CASCADE, related_name="parent_edges", db_index=False
+    )
 
     class Meta:
         db_table = "tasker_workflow_step_edge"
@@ -410,12 +416,16 @@ class TaskEvent(models.Model):
     task = models.ForeignKey(
         Task, on_delete=models.CASCADE, related_name="events", db_index=False, db_constraint=False
     )
+    # Not indexed: a step writes two or three events, each one more index insertion.
+    # A step's events are read with its task's (tasker_event_task), and they are
+    # deleted with their task: steps are only ever deleted with their task.
     step = models.ForeignKey(
         WorkflowStep,
-        on_delete=models.CASCADE,
+        on_delete=models.DO_NOTHING,
         null=True,
         blank=True,
         related_name="events",
+        db_index=False,
         db_constraint=False,
     )
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TRANSITION)
@@ -430,8 +440,8 @@ class TaskEvent(models.Model):
     class Meta:
         db_table = "tasker_task_event"
         ordering = ["created_at", "id"]
-        # One index besides the step's: every step writes two or three events, and no
-        # query looks events up by name (a name index cost each insert and served none).
+        # One index: every step writes two or three events, and no query looks events
+        # up by name (a name index cost each insert and served none).
         indexes = [models.Index(fields=["task", "created_at"], name="tasker_event_task")]
 
     def __str__(self) -> str:

@@ -197,6 +197,20 @@ def test_prune_deletes_finished_tasks_past_retention(load_template: Any) -> None
     call_command("tasker_prune_tasks", stdout=out)
     assert "deleted 1 task(s)" in out.getvalue()
     assert set(Task.objects.values_list("pk", flat=True)) == {new.pk, other.pk, running.pk}
+    # Its steps, edges, attempts and events went with it (a step's events by their task:
+    # the event log's step column has no index, and no cascade of its own); the others'
+    # stayed.
+    from tasker_django.models import StepAttempt, TaskEvent, WorkflowStep, WorkflowStepEdge
+
+    for model in (WorkflowStep, WorkflowStepEdge, StepAttempt, TaskEvent):
+        assert not model.objects.filter(task_id=old.pk).exists(), model
+        # (a one-step template: no edges to keep)
+        assert model is WorkflowStepEdge or model.objects.filter(task_id=new.pk).exists()
+    assert (
+        not TaskEvent.objects.exclude(step=None)
+        .exclude(step_id__in=WorkflowStep.objects.values("pk"))
+        .exists()
+    )
 
 
 KEY = base64.b64encode(bytes(32)).decode()

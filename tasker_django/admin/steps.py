@@ -200,7 +200,12 @@ class WorkflowStepAdmin(ReadOnlyAdmin):
 
     def page_context(self, request: HttpRequest, obj: WorkflowStep) -> dict[str, Any]:
         attempts = list(StepAttempt.objects.filter(step=obj).order_by("attempt_number"))
-        events = list(TaskEvent.objects.filter(step=obj).order_by("-created_at", "-id")[:100])
+        # By task first: the event log's index (a step's events have no index of their own).
+        events = list(
+            TaskEvent.objects.filter(task_id=obj.task_id, step=obj).order_by("-created_at", "-id")[
+                :100
+            ]
+        )
         user = request.user
         open_task = obj.task.status != TaskStatus.CANCELLED
         return {

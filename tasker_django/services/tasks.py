@@ -244,8 +244,11 @@ def _insert_task(named_task: NamedTask, **fields: Any) -> Task:
             INSERT INTO {WorkflowStepEdge._meta.db_table} (task_id, from_step_id, to_step_id)
             SELECT %s, p.id, c.id
             FROM {NamedStepEdge._meta.db_table} e
-            JOIN {step_table} p ON p.task_id = %s AND p.named_step_id = e.from_step_id
-            JOIN {step_table} c ON c.task_id = %s AND c.named_step_id = e.to_step_id
+            JOIN {NamedStep._meta.db_table} nf ON nf.id = e.from_step_id
+            JOIN {NamedStep._meta.db_table} nt ON nt.id = e.to_step_id
+            -- A step has its named step's name (above); (task_id, name) is unique.
+            JOIN {step_table} p ON p.task_id = %s AND p.name = nf.name
+            JOIN {step_table} c ON c.task_id = %s AND c.name = nt.name
             WHERE e.named_task_id = %s
             """,  # noqa: S608
             [task.pk, task.pk, task.pk, named_task.pk],
