@@ -313,16 +313,28 @@ class HostProbe:
                 values.setdefault(cpu, []).append(float(ms))
         return values
 
+    #: Consecutive samples (two seconds) whose median is one reading of a CPU's speed.
+    STRETCH = 20
+
     def slowdown(self, start: float, end: float) -> float | None:
         """For each CPU, the median probe time between ``start`` and ``end`` over the
-        run's fast time on it (10th percentile of every sample so far); their mean.
-        None without samples."""
+        run's fast time on it; their mean. None without enough samples.
+
+        The fast time is the 10th percentile of the medians of every two-second stretch
+        of samples so far, not of the samples themselves: single samples spread widely
+        (on an idle Intel host of this project, the median sample took 1.3 times the
+        10th percentile), and a baseline taken from them called every round slowed.
+        """
         window, every = self.samples(start, end), self.samples()
-        ratios = [
-            statistics.median(window[cpu]) / percentile(every[cpu], 10)
-            for cpu in window
-            if len(every.get(cpu, [])) >= 10
-        ]
+        ratios = []
+        for cpu, values in window.items():
+            run = every.get(cpu, [])
+            stretches = [
+                statistics.median(run[i : i + self.STRETCH])
+                for i in range(0, len(run) - self.STRETCH + 1, self.STRETCH)
+            ]
+            if len(stretches) >= 5:
+                ratios.append(statistics.median(values) / percentile(stretches, 10))
         return statistics.fmean(ratios) if ratios else None
 
     def stop(self) -> None:
