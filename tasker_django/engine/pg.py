@@ -178,8 +178,11 @@ def claim_and_load(
     )
 
 
-#: The ``sib`` CTE of the finishing statement (see _finish_success_sql).
-_SIBLING_CTE = f"""), sib AS (
+def _sibling_cte(children: bool) -> str:
+    """The ``sib`` CTE of the finishing statement (see _finish_success_sql); with
+    ``children`` it claims the sibling only when no child was picked."""
+    no_pick = " AND NOT EXISTS (SELECT 1 FROM pick)" if children else ""
+    return f"""), sib AS (
     -- No child to continue with: claim the sibling the worker holds (see
     -- engine/holding.py), if it is still enqueued, as the claim statement would.
     UPDATE {STEP} s
@@ -189,7 +192,7 @@ _SIBLING_CTE = f"""), sib AS (
            updated_at = %(now)s
       FROM done, t
      WHERE %(eager)s AND s.id = %(sibling)s AND s.status = 'enqueued'
-       AND s.task_id = done.task_id@@NO_PICK@@
+       AND s.task_id = done.task_id{no_pick}
        AND t.status IN ('pending', 'in_progress')
        AND (t.deadline_at IS NULL OR t.deadline_at > %(now)s)
     RETURNING s.id, s.status, s.attempts, s.name, s.position, s.max_attempts, s.retryable,
@@ -265,8 +268,7 @@ def _finish_success_sql(sibling: bool, children: bool = True) -> str:
     part left out makes a smaller plan, set up again on every execution: most finishes
     hold no sibling, and a leaf step has no children.
     """
-    no_pick = " AND NOT EXISTS (SELECT 1 FROM pick)" if children else ""
-    sib = _SIBLING_CTE.replace("@@NO_PICK@@", no_pick) if sibling else ""
+    sib = _sibling_cte(children) if sibling else ""
     kids = _CHILDREN_CTES if children else ""
     nxt = " UNION ALL ".join(
         ["SELECT * FROM kids WHERE status = 'in_progress'"] * children

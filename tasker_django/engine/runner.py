@@ -770,7 +770,8 @@ def _finish_success_pg(
     # security.audit_logging: the statement and the audit records commit together.
     audited = audits(loaded.step["named_task_id"], loaded.step["template_hash"])
     # The finish claims the first child it readies, unless limits must vet each claim.
-    claim_child = allow_eager and not _policy(loaded).throttled
+    policy = _policy(loaded)
+    claim_child = allow_eager and not policy.throttled
     results = outcome.results
     with transaction.atomic() if audited else nullcontext():
         stored, task_status, transitioned, ready, picked = pg.finish_success(
@@ -788,7 +789,7 @@ def _finish_success_pg(
             eager=claim_child,
             lease=now + timedelta(seconds=float(tasker_settings.LEASE_SECONDS)),
             sibling=sibling() if sibling and claim_child else None,
-            children=loaded.step["name"] not in _policy(loaded).leaves,
+            children=loaded.step["name"] not in policy.leaves,
         )
         if stored and audited:
             started = _step_event(loaded, "step.started", at=c.claimed_at)
@@ -802,7 +803,7 @@ def _finish_success_pg(
         if allow_eager and eager_loaded is None:
             eager, ready = ready[0], ready[1:]
         held, ready = _hold(ready, allow_eager)
-        dispatch.kick_steps(ready, loaded.task["priority"], batch_size=_policy(loaded).batch_size)
+        dispatch.kick_steps(ready, loaded.task["priority"], batch_size=policy.batch_size)
     else:
         ready = []
     signals = [completed, task_done] if transitioned else [completed]
