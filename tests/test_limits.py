@@ -171,6 +171,36 @@ def test_tasks_over_max_concurrent_workflows_wait_their_turn(load_template: Any)
     assert names[:2] == ["task.created", "task.admitted"]
 
 
+def test_the_sweeper_admits_once_per_template_however_many_tasks_wait(
+    load_template: Any, monkeypatch: Any
+) -> None:
+    from tasker_django.engine import limits
+
+    load_template(
+        fan_yaml(
+            "one_at_a_time",
+            1,
+            performance={"concurrency": {"max_concurrent_workflows": 1, "queue_size": 20}},
+        )
+    )
+    with dispatch.suppressed():
+        tasks = [create_task("one_at_a_time") for _ in range(8)]
+    assert Task.objects.filter(status=TaskStatus.WAITING).count() == 7
+    admitted: list[int] = []
+    real_admit = limits.admit
+
+    def counting_admit(named_task_id: int) -> list[int]:
+        admitted.append(named_task_id)
+        return real_admit(named_task_id)
+
+    monkeypatch.setattr(limits, "admit", counting_admit)
+    with dispatch.suppressed():
+        assert sweep().admitted == 0  # the first task still runs
+    # One admission check for the template, not one per waiting task (a DISTINCT over
+    # the model's default ordering kept every row).
+    assert admitted == [tasks[0].named_task_id]
+
+
 def test_cancelling_a_waiting_task_works(load_template: Any) -> None:
     from tasker_django.services.operations import cancel_task
 

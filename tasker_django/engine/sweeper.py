@@ -67,8 +67,11 @@ def sweep(now: datetime | None = None) -> SweepReport:
 def admit_waiting() -> int:
     from .limits import admit
 
+    # order_by() clears the model's ordering: DISTINCT would otherwise also take its
+    # columns and return one row per waiting task instead of one per template.
     templates = list(
         Task.objects.filter(status=TaskStatus.WAITING)
+        .order_by()
         .values_list("named_task_id", flat=True)
         .distinct()[:BATCH]
     )
@@ -121,6 +124,8 @@ def rekick_stale(now: datetime) -> int:
             status=StepStatus.ENQUEUED, enqueued_at__lt=cutoff, task__status__in=RUNNING
         ).values_list("pk", "enqueued_at")[:BATCH]
     )
+    if not stale:
+        return 0
     done: list[int] = []
     with transaction.atomic():
         for pk, enqueued_at in stale:
