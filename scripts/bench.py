@@ -850,7 +850,9 @@ def machine_info(pg_version: str, autovacuum: str) -> list[str]:
         f"django-q2 {version('django-q2')}",
         "- One worker process, one django-q2 cluster of 2 workers, ORM broker `poll` 0.02 s, "
         "`save=False` kicks, `recycle` "
-        + (os.environ.get("BENCH_RECYCLE") or "500 (django-q2's default)"),
+        + (os.environ.get("BENCH_RECYCLE") or "500 (django-q2's default)")
+        + ", `guard_cycle` "
+        + (os.environ.get("BENCH_GUARD_CYCLE") or "0.5 s (django-q2's default)"),
         "- The engine's hot statements run prepared (`TASKER['PG_PREPARED_STATEMENTS']`, "
         "the default)",
     ]

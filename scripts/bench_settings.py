@@ -11,6 +11,8 @@ broker come from the environment:
 * ``BENCH_RECYCLE``   django-q2's ``recycle`` (tasks a worker runs before it is replaced;
   django-q2's default, 500, when unset). Raw django-q2's 2,000 tasks recycle each of the
   two workers twice, tasker's 500 kicks none: set it high to compare without that.
+* ``BENCH_GUARD_CYCLE`` django-q2's ``guard_cycle`` (seconds between the sentinel's checks,
+  which replace a recycled worker; django-q2's default, 0.5, when unset).
 """
 
 import os
@@ -52,6 +54,8 @@ Q_CLUSTER: dict = {
 }
 if os.environ.get("BENCH_RECYCLE"):
     Q_CLUSTER["recycle"] = int(os.environ["BENCH_RECYCLE"])
+if os.environ.get("BENCH_GUARD_CYCLE"):
+    Q_CLUSTER["guard_cycle"] = float(os.environ["BENCH_GUARD_CYCLE"])
 if BENCH_BROKER == "orm":
     Q_CLUSTER["orm"] = "default"
 elif BENCH_BROKER == "redis":
