@@ -765,6 +765,8 @@ def phase_sql(logdir: Path) -> dict[str, Any]:
         results["postgres"] = cursor.fetchone()[0]
         cursor.execute("SHOW autovacuum")
         results["autovacuum"] = cursor.fetchone()[0]
+        cursor.execute("SHOW synchronous_commit")
+        results["synchronous_commit"] = cursor.fetchone()[0]
     return results
 
 
@@ -823,7 +825,7 @@ def run_child(argv: list[str], env: dict[str, str], timeout: float, what: str) -
         raise RuntimeError(f"{what} failed with exit status {code}")
 
 
-def machine_info(pg_version: str, autovacuum: str) -> list[str]:
+def machine_info(pg_version: str, autovacuum: str, synchronous_commit: str) -> list[str]:
     from importlib.metadata import version
 
     import django
@@ -845,7 +847,8 @@ def machine_info(pg_version: str, autovacuum: str) -> list[str]:
     return [
         f"- CPUs (nproc): {os.cpu_count()} ({cpu})",
         f"- PostgreSQL {pg_version} (autovacuum {autovacuum}; the benchmark runs "
-        f"`VACUUM ANALYZE` before each tasker measurement), Redis {redis_version}",
+        f"`VACUUM ANALYZE` before each tasker measurement; server `synchronous_commit` "
+        f"{synchronous_commit}), Redis {redis_version}",
         f"- Python {platform.python_version()}, Django {django.get_version()}, "
         f"django-q2 {version('django-q2')}",
         "- One worker process, one django-q2 cluster of 2 workers, ORM broker `poll` 0.02 s, "
@@ -855,6 +858,13 @@ def machine_info(pg_version: str, autovacuum: str) -> list[str]:
         + (os.environ.get("BENCH_GUARD_CYCLE") or "0.5 s (django-q2's default)"),
         "- The engine's hot statements run prepared (`TASKER['PG_PREPARED_STATEMENTS']`, "
         "the default)",
+        (
+            "- Step transitions wait for PostgreSQL's flush to disk "
+            "(`TASKER['PG_SYNCHRONOUS_COMMIT']`, the default)"
+            if os.environ.get("BENCH_PG_SYNCHRONOUS_COMMIT", "1") != "0"
+            else "- **`TASKER['PG_SYNCHRONOUS_COMMIT']` off (not the default)**: step "
+            "transitions commit without waiting for PostgreSQL's flush to disk"
+        ),
     ]
 
 
@@ -874,7 +884,7 @@ def verdict(ok: bool) -> str:
 def report(results: dict[str, Any], elapsed: float) -> str:
     sql = results["sql"]
     lines = ["## tasker-django benchmark", ""]
-    lines += machine_info(sql["postgres"], sql["autovacuum"])
+    lines += machine_info(sql["postgres"], sql["autovacuum"], sql["synchronous_commit"])
     before, after = results["load"]
     lines.append(
         f"- Load average (1 min) before / after the run (after includes the benchmark): "

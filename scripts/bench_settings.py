@@ -13,6 +13,9 @@ broker come from the environment:
   two workers twice, tasker's 500 kicks none: set it high to compare without that.
 * ``BENCH_GUARD_CYCLE`` django-q2's ``guard_cycle`` (seconds between the sentinel's checks,
   which replace a recycled worker; django-q2's default, 0.5, when unset).
+* ``BENCH_PG_SYNCHRONOUS_COMMIT`` ``1`` (default) or ``0``: ``TASKER["PG_SYNCHRONOUS_COMMIT"]``.
+  ``0`` shows what waiting for the flush to disk at each step transition costs; it is a
+  durability trade-off (see the README), not how the README's table is taken.
 """
 
 import os
@@ -32,6 +35,7 @@ DATABASES = {
         "CONN_MAX_AGE": 60,
     }
 }
+
 
 BENCH_BROKER = os.environ.get("BENCH_BROKER", "orm")
 BENCH_REDIS = {
@@ -71,3 +75,5 @@ TASKER: dict = {
     "DEFAULT_STEP_TIMEOUT": 60,
     "EAGER_CONTINUATION": os.environ.get("BENCH_EAGER", "1") != "0",
 }
+if os.environ.get("BENCH_PG_SYNCHRONOUS_COMMIT", "1") == "0":
+    TASKER["PG_SYNCHRONOUS_COMMIT"] = False

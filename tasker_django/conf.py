@@ -54,6 +54,11 @@ DEFAULTS: dict[str, Any] = {
     # statements (planned once per connection). Turn off behind a pooler that cannot
     # keep prepared statements (PgBouncer in transaction mode before 1.21).
     "PG_PREPARED_STATEMENTS": True,
+    # PostgreSQL: False lets the engine's claim and finish statements commit without
+    # waiting for the flush to disk (synchronous_commit=off for those transactions):
+    # faster, but a crash of the database server can undo the last fraction of a
+    # second of step transitions (their steps run again). See the README.
+    "PG_SYNCHRONOUS_COMMIT": True,
     # Escalation actions named by templates' error_handling.escalation_rules:
     # {"escalate_to_support": "myapp.escalations.page_support"}; each is called
     # with the escalation event (a dict) after the failed attempt commits.

@@ -89,7 +89,7 @@ class Workers:
             self.procs.append(proc)
             self.logs.append(log)
         deadline = time.monotonic() + 30
-        for proc, log in zip(self.procs, self.logs, strict=True):
+        for proc, log in zip(self.procs[-count:], self.logs[-count:], strict=True):
             while b"sweeping every" not in log.read_bytes():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"worker did not start:\n{log.read_text()}")

@@ -100,6 +100,8 @@ TASKER: dict = {
     "REKICK_AFTER_SECONDS": 3,
     "SWEEP_INTERVAL": 0.2,
     "DEFAULT_STEP_TIMEOUT": 60,
+    # Real-worker tests of TASKER["PG_SYNCHRONOUS_COMMIT"] start workers with "0".
+    "PG_SYNCHRONOUS_COMMIT": os.environ.get("TASKER_TEST_PG_SYNCHRONOUS_COMMIT", "1") != "0",
     # For templates with security.encryption (the seed's payment_workflow).
     "ENCRYPTION_KEYS": [{"id": "test", "key": "jNbKGY0XuAUIn8rlia60J0sXsuYuKl2WeVNMRumRvFA="}],
     # The example project's mocks, named by the seed payment_workflow's testing section.

@@ -187,7 +187,12 @@ def test_finish_statement_claims_the_child(load_template: Any) -> None:
 def test_hot_statements_use_postgresql_placeholders() -> None:
     """Converted once at import: psycopg parses nothing per call (it re-parsed the
     finishing statement on every call, 0.3 ms of Python per step, above 4 KiB)."""
-    for statement in (pg.CLAIM_AND_LOAD, *pg._FINISH.values()):
+    for statement in (
+        pg.CLAIM_AND_LOAD,
+        pg.CLAIM_AND_LOAD_NO_FLUSH,
+        *pg._FINISH.values(),
+        *pg._FINISH_NO_FLUSH.values(),
+    ):
         assert "%(" not in statement.sql and "%s" not in statement.sql
         numbers = {int(n) for n in re.findall(r"\$(\d+)", statement.sql)}
         assert numbers == set(range(1, len(statement.names) + 1))
@@ -208,7 +213,7 @@ def test_finish_finds_its_step_by_primary_key(load_template: Any) -> None:
     types |= {"eager": "bool", "lease": "timestamptz", "sibling": "int8", "payload": "text"}
     load_template(chain_yaml("many", 500))
     create_task("many")  # 500 steps, none running
-    for (sibling, children), statement in pg._FINISH.items():
+    for (sibling, children), statement in [*pg._FINISH.items(), *pg._FINISH_NO_FLUSH.items()]:
         names = statement.names
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE tasker_workflow_step")
@@ -383,3 +388,40 @@ def test_policy_leaves_are_the_steps_without_children(load_template: Any) -> Non
         expected = {s.name for s in steps if s.pk not in parents}
         assert expected and (len(expected) < steps.count() or not parents), nt.name
         assert policy_for(nt.pk, nt.content_hash).leaves == expected, nt.name
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_pg_synchronous_commit_off_is_local_to_the_engine_statements(load_template: Any) -> None:
+    """TASKER["PG_SYNCHRONOUS_COMMIT"] off: the claim and finish statements turn
+    synchronous_commit off for their own transaction only; the session (handlers, the
+    ORM) keeps its setting, and the default leaves it alone."""
+    if not is_postgres():
+        pytest.skip("PostgreSQL fast path")
+    from django.db import transaction
+
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    load_template(DIAMOND)
+    for synchronous, inside in ((False, "off"), (True, "on")):
+        task = create_task("diamond", context={"value": 1})
+        tasker = {"PG_SYNCHRONOUS_COMMIT": synchronous, "EAGER_HOLD_SECONDS": 0}
+        with dispatch.suppressed(), override_settings(TASKER=tasker):
+            assert setting() == "on"
+            with transaction.atomic():  # keeps the statement's transaction open
+                assert run_step_loop(steps(task)["a"].pk, worker="w1", eager=False) == 1
+                assert setting() == inside
+            assert setting() == "on"
+            with transaction.atomic():
+                # a claim; b's finish readies nothing (d waits for c)
+                assert run_step_loop(steps(task)["b"].pk, worker="w1", eager=False) == 1
+                assert setting() == inside
+            assert setting() == "on"
+            for name in "cd":
+                run_step_loop(steps(task)[name].pk, worker="w1", eager=False)
+        task.refresh_from_db()
+        assert task.status == TaskStatus.COMPLETE
+        assert StepAttempt.objects.filter(task=task, outcome="success").count() == 4

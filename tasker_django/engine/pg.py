@@ -119,7 +119,7 @@ SELECT c.task_id, c.attempts, (SELECT count(*) FROM ts), (SELECT count(*) FROM t
        ns.handler_class, ns.handler_config, ns.backoff,
        p.id, p.name, p.status, p.results, p.attempts, p.max_attempts, p.inputs, p.position,
        p.retryable, nt.id, nt.content_hash
-  FROM c
+  FROM c{{no_flush}}
   JOIN {TASK} t ON t.id = c.task_id
   JOIN {NamedTask._meta.db_table} nt ON nt.id = t.named_task_id
   JOIN {Namespace._meta.db_table} n ON n.id = nt.namespace_id
@@ -131,7 +131,14 @@ SELECT c.task_id, c.attempts, (SELECT count(*) FROM ts), (SELECT count(*) FROM t
  ORDER BY p.position
 """  # noqa: S608
 
-CLAIM_AND_LOAD = Statement(_CLAIM_AND_LOAD_SQL)
+#: PG_SYNCHRONOUS_COMMIT off: the statement's transaction commits without waiting for
+#: the flush to disk (``set_config(..., true)`` lasts until that commit; the session's
+#: own setting is untouched). The join evaluates it whenever ``c`` claimed a row; when
+#: ``c`` claimed none, the statement writes nothing and its commit flushes nothing.
+_NO_FLUSH = " CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) no_flush"
+
+CLAIM_AND_LOAD = Statement(_CLAIM_AND_LOAD_SQL.replace("{no_flush}", ""))
+CLAIM_AND_LOAD_NO_FLUSH = Statement(_CLAIM_AND_LOAD_SQL.replace("{no_flush}", _NO_FLUSH))
 
 
 #: The cursor this thread's connection runs these statements on (kept: see _execute;
@@ -174,8 +181,14 @@ def claim_and_load(
     """Rows as runner.load() reads them, shifted by four leading columns: task_id,
     attempts, 1 when this claim started the task, 1 when it also stored task.started."""
     return _execute(
-        CLAIM_AND_LOAD, {"step": step_id, "worker": worker[:255], "now": now, "lease": lease}
+        CLAIM_AND_LOAD if _synchronous() else CLAIM_AND_LOAD_NO_FLUSH,
+        {"step": step_id, "worker": worker[:255], "now": now, "lease": lease},
     )
+
+
+def _synchronous() -> bool:
+    """False when TASKER["PG_SYNCHRONOUS_COMMIT"] is off (see the README)."""
+    return bool(tasker_settings.PG_SYNCHRONOUS_COMMIT)
 
 
 def _sibling_cte(children: bool) -> str:
@@ -262,12 +275,14 @@ _PICKED = f"""-- The claimed child or sibling, loaded as the claim statement wou
                                 WHERE id = k.named_step_id OFFSET 0) ns)"""  # noqa: S608
 
 
-def _finish_success_sql(sibling: bool, children: bool = True) -> str:
+def _finish_success_sql(sibling: bool, children: bool = True, flush: bool = True) -> str:
     """The finishing statement; with ``sibling`` it can also claim the held sibling, and
     with ``children`` it readies the step's children (and claims one of them). Each
     part left out makes a smaller plan, set up again on every execution: most finishes
-    hold no sibling, and a leaf step has no children.
+    hold no sibling, and a leaf step has no children. Without ``flush`` its commit does
+    not wait for the disk (PG_SYNCHRONOUS_COMMIT off).
     """
+    one = "(SELECT)" if flush else "(SELECT set_config('synchronous_commit', 'off', true))"
     sib = _sibling_cte(children) if sibling else ""
     kids = _CHILDREN_CTES if children else ""
     nxt = " UNION ALL ".join(
@@ -334,7 +349,7 @@ WITH done AS (
 SELECT t.status IS NOT NULL, t.status, t.completed_steps, t.total_steps,
        {enqueued},
 {picked}
-  FROM (SELECT) one LEFT JOIN t ON true
+  FROM {one} one LEFT JOIN t ON true
 """  # noqa: S608
 
 
@@ -350,6 +365,8 @@ _FINISH = {
     (False, False): FINISH_LEAF,
     (True, False): FINISH_LEAF_SIBLING,
 }
+#: The same four with PG_SYNCHRONOUS_COMMIT off.
+_FINISH_NO_FLUSH = {key: Statement(_finish_success_sql(*key, flush=False)) for key in _FINISH}
 
 
 def finish_success(
@@ -377,7 +394,7 @@ def finish_success(
     on it) runs the smaller statement that readies nothing.
     """
     (row,) = _execute(
-        _FINISH[sibling is not None, children],
+        (_FINISH if _synchronous() else _FINISH_NO_FLUSH)[sibling is not None, children],
         {
             "step": step_id,
             "attempt": attempt,
