@@ -36,7 +36,6 @@ DATABASES = {
     }
 }
 
-
 BENCH_BROKER = os.environ.get("BENCH_BROKER", "orm")
 BENCH_REDIS = {
     "host": os.environ.get("BENCH_REDIS_HOST", "127.0.0.1"),
