@@ -99,6 +99,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     for key in seconds:
         if key in raw and not _is_positive(raw[key]):
             messages.append(_e002(key, "a positive number of seconds", raw[key]))
+    # Read as truth values: a string such as "false" would silently mean True.
+    switches = ("EAGER_CONTINUATION", "PG_PREPARED_STATEMENTS", "PG_SYNCHRONOUS_COMMIT")
+    for key in switches:
+        if key in raw and not isinstance(raw[key], bool):
+            messages.append(_e002(key, "True or False", raw[key]))
     if "DEFAULT_STEP_TIMEOUT" in raw:
         value = raw["DEFAULT_STEP_TIMEOUT"]
         if value is not None and not _is_positive(value):

@@ -123,6 +123,10 @@ def test_e001_through_run_checks() -> None:
         ("DEFAULT_BACKOFF", {"initial": 1}),
         ("TEMPLATE_DIRS", "/srv/templates"),
         ("TEMPLATE_DIRS", 7),
+        ("PG_SYNCHRONOUS_COMMIT", "false"),
+        ("PG_SYNCHRONOUS_COMMIT", 0),
+        ("PG_PREPARED_STATEMENTS", "off"),
+        ("EAGER_CONTINUATION", None),
     ],
 )
 def test_e002_bad_values(key: str, value: Any) -> None:
@@ -175,6 +179,8 @@ def test_e002_valid_values_pass() -> None:
         "DEFAULT_STEP_TIMEOUT": None,
         "DEFAULT_BACKOFF": {"strategy": "fixed", "initial_delay": 1, "max_delay": 2},
         "TEMPLATE_DIRS": (),
+        "EAGER_CONTINUATION": True,
+        "PG_SYNCHRONOUS_COMMIT": False,
     }
     assert settings_check(tasker) == []
 
