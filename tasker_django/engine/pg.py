@@ -135,10 +135,12 @@ SELECT c.task_id, c.attempts, (SELECT count(*) FROM ts), (SELECT count(*) FROM t
 #: the flush to disk (``set_config(..., true)`` lasts until that commit; the session's
 #: own setting is untouched). The join evaluates it whenever ``c`` claimed a row; when
 #: ``c`` claimed none, the statement writes nothing and its commit flushes nothing.
-_NO_FLUSH = " CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) no_flush"
+_NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true))"
 
 CLAIM_AND_LOAD = Statement(_CLAIM_AND_LOAD_SQL.replace("{no_flush}", ""))
-CLAIM_AND_LOAD_NO_FLUSH = Statement(_CLAIM_AND_LOAD_SQL.replace("{no_flush}", _NO_FLUSH))
+CLAIM_AND_LOAD_NO_FLUSH = Statement(
+    _CLAIM_AND_LOAD_SQL.replace("{no_flush}", f" CROSS JOIN {_NO_FLUSH} no_flush")
+)
 
 
 #: The cursor this thread's connection runs these statements on (kept: see _execute;
@@ -282,7 +284,7 @@ def _finish_success_sql(sibling: bool, children: bool = True, flush: bool = True
     hold no sibling, and a leaf step has no children. Without ``flush`` its commit does
     not wait for the disk (PG_SYNCHRONOUS_COMMIT off).
     """
-    one = "(SELECT)" if flush else "(SELECT set_config('synchronous_commit', 'off', true))"
+    one = "(SELECT)" if flush else _NO_FLUSH
     sib = _sibling_cte(children) if sibling else ""
     kids = _CHILDREN_CTES if children else ""
     nxt = " UNION ALL ".join(
